@@ -1,0 +1,44 @@
+# SBT developer commands. `make run` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+
+.PHONY: run test test-slow test-all lint openapi bench bench-scale clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.test-installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed
+	$(BIN)/sbt db upgrade
+	$(BIN)/sbt keys generate
+	@$(BIN)/sbt bootstrap
+	$(BIN)/sbt serve --port $(PORT)
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest
+
+test-slow: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -m slow
+
+test-all: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -m ''
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check app tests scripts migrations
+	$(BIN)/mypy app
+
+openapi: $(VENV)/.test-installed
+	$(BIN)/python scripts/export_openapi.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The agency roster: who takes part, and which workflow roles each may play."""

@@ -1,0 +1,133 @@
+"""Group commit of audit events that ride in no write transaction of their own (reads, denials, errors).
+
+Concurrent requests hand their event to one writer task; it chains and commits everything that queued
+up while the previous batch was being made durable, then releases each waiting request. Every event is
+still committed before its response is sent, but one fsync serves many requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import anyio
+from sqlalchemy import or_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.audit.chain import EventDraft, append_events
+from app.clock import utcnow
+from app.db import begin_write
+from app.tokens.models import ApiToken
+
+log = logging.getLogger("sbt.audit")
+
+MAX_BATCH = 512
+LAST_USED_RESOLUTION_S = 60
+
+
+@dataclass
+class _Pending:
+    draft: EventDraft
+    touch_token: uuid.UUID | None
+    future: asyncio.Future[dict[str, Any]]
+
+
+def touch_tokens(session: Session, token_ids: set[uuid.UUID]) -> None:
+    """Keep `last_used_at` to the minute without a write per request."""
+    if not token_ids:
+        return
+    now = utcnow()
+    cutoff = now - timedelta(seconds=LAST_USED_RESOLUTION_S)
+    session.execute(
+        update(ApiToken)
+        .where(ApiToken.id.in_(token_ids))
+        .where(or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < cutoff))
+        .values(last_used_at=now)
+    )
+
+
+class AuditWriter:
+    def __init__(self, sessions: sessionmaker[Session], write_lock: WriteLock) -> None:
+        self._sessions = sessions
+        self._write_lock = write_lock
+        self._pending: list[_Pending] = []
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+
+    async def append(self, draft: EventDraft, *, touch_token: uuid.UUID | None = None) -> dict[str, Any]:
+        """Return the committed event; raises if it could not be made durable."""
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._run(), name="sbt-audit-writer")
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._pending.append(_Pending(draft, touch_token, future))
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                try:
+                    async with self._write_lock:
+                        documents = await anyio.to_thread.run_sync(self._write_batch, batch)
+                except Exception as exc:  # every waiting request gets the failure and answers 503
+                    log.error("audit batch of %d events failed: %s", len(batch), type(exc).__name__)
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    continue
+                self.written += len(documents)
+                for item, document in zip(batch, documents, strict=True):
+                    if not item.future.done():
+                        item.future.set_result(document)
+
+    def _write_batch(self, batch: list[_Pending]) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            begin_write(session)
+            documents, _ = append_events(session, [item.draft for item in batch])
+            touch_tokens(session, {item.touch_token for item in batch if item.touch_token is not None})
+            session.commit()
+        return documents
+
+
+class WriteLock:
+    """Serialises write transactions inside one process on SQLite, where the database has a single
+    writer anyway: waiting happens here, on the event loop, instead of in threads stuck in busy_timeout.
+    On PostgreSQL it is a no-op; row locks do the work there."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._lock = asyncio.Lock() if enabled else None
+
+    async def __aenter__(self) -> None:
+        if self._lock is not None:
+            await self._lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    async def acquire(self) -> None:
+        if self._lock is not None:
+            await self._lock.acquire()
+
+    def release(self) -> None:
+        if self._lock is not None and self._lock.locked():
+            self._lock.release()

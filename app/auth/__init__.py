@@ -1,0 +1,1 @@
+"""Authentication: the service signing key, JWT access tokens and the request principal."""

@@ -1,0 +1,117 @@
+"""create_app(): the FastAPI application with its edge middleware, routers and error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app import __version__
+from app.agencies.router import router as agencies_router
+from app.audit.router import router as audit_router
+from app.config import Settings, get_settings
+from app.errors import AppError, MethodNotAllowed, NotFound, ValidationFailed, problem_response
+from app.metrics import Metrics
+from app.middleware import EdgeMiddleware, is_audited_path
+from app.ops import router as ops_router
+from app.routing import BEARER_SCHEME, context_of, gate
+from app.runtime import Runtime
+from app.tokens.router import router as tokens_router
+
+DESCRIPTION = """The API through which BKN, Bawaslu, KemenPAN-RB, KASN and Kemendagri share records of
+civil servants' political-neutrality violations. Every request under `/v1` is written to an append-only,
+hash-chained audit log before its response is sent (`x-audit-action` names the event's action)."""
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for error in exc.errors():
+        loc = [str(part) if not isinstance(part, int) else part for part in error.get("loc", ())]
+        errors.append({"loc": loc, "msg": str(error.get("msg", "invalid value"))})
+    return errors
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return problem_response(exc, context_of(request).request_id)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    error = ValidationFailed("the request is not valid; see `errors`", errors=_field_errors(exc))
+    return problem_response(error, context_of(request).request_id)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Router-level 404/405. Under /v1 the token is checked first, so paths are not revealed to strangers."""
+    assert isinstance(exc, StarletteHTTPException)
+    ctx = context_of(request)
+    if ctx.audited:
+        try:
+            await gate(request, None)
+        except AppError as denied:
+            return problem_response(denied, ctx.request_id)
+    error: AppError
+    if exc.status_code == 404:
+        error = NotFound(f"no such path: {request.url.path}")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+        error.headers = dict(exc.headers or {})
+    else:
+        error = AppError(str(exc.detail), status=exc.status_code, code="http_error", title="HTTP error")
+    return problem_response(error, ctx.request_id)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    runtime = runtime or Runtime.build(settings)
+    runtime.extras.setdefault("metrics", Metrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await runtime.close()
+
+    app = FastAPI(
+        title="SBT — Sistem Berbagi Terintegrasi",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    for router in (agencies_router, tokens_router, audit_router, ops_router):
+        app.include_router(router)
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(EdgeMiddleware, runtime=runtime)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER_SCHEME] = {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "Access token from POST /v1/tokens or `sbt tokens create`.",
+            }
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+__all__ = ["create_app", "is_audited_path"]

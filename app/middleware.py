@@ -1,0 +1,231 @@
+"""The request edge (pure ASGI): request id, body limit, the request's one commit, audit, access log.
+
+For every request under /v1 this is where the audit event is written: when the app starts its response,
+the event (and, for a successful write, the change it records) is committed *before* the status line is
+passed on. If that commit fails the client gets 503 and none of the data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+import anyio
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.audit.chain import EventDraft, append_events, outcome_for
+from app.audit.writer import touch_tokens
+from app.context import RequestContext, generated_request_id
+from app.errors import AppError, InternalError, ServiceUnavailable, problem_response
+from app.runtime import Runtime
+
+log = logging.getLogger("sbt.request")
+access_log = logging.getLogger("sbt.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+WRITE_METHODS = _BODY_METHODS
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def is_audited_path(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given_id = _header(scope, b"x-request-id")
+        request_id = given_id if given_id and _REQUEST_ID.match(given_id) else generated_request_id()
+        ctx = RequestContext(request_id=request_id, audited=is_audited_path(scope["path"]))
+        scope.setdefault("state", {})["ctx"] = ctx
+        if scope["method"] in _BODY_METHODS:
+            receive = await self._buffer_body(scope, receive, ctx)
+
+        state: dict[str, Any] = {"started": False, "replaced": False, "status": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                status = message["status"]
+                if ctx.audited:
+                    try:
+                        await self._commit(ctx, scope, status)
+                    except Exception as exc:
+                        log.error("audit commit failed, answering 503 (request_id=%s): %s", request_id,
+                                  type(exc).__name__)
+                        state["replaced"] = True
+                        state["status"] = 503
+                        await self._send_plain_problem(ServiceUnavailable(
+                            "the access could not be recorded in the audit log; nothing was returned or kept"
+                        ), ctx, send)
+                        return
+                state["status"] = status
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+                for key, value in SECURITY_HEADERS:
+                    if key.decode() not in headers:
+                        headers.raw.append((key, value))
+            elif state["replaced"]:
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if state["started"]:
+                # A streamed body failed part-way; the event was committed already. Nothing to repair.
+                log.error("response stream failed (request_id=%s): %s", request_id, type(exc).__name__)
+            else:
+                error: AppError
+                if is_database_outage(exc):
+                    error = ServiceUnavailable("the database is unavailable; try again shortly")
+                    log.warning("database unavailable (request_id=%s): %s", request_id, type(exc).__name__)
+                else:
+                    error = InternalError("an unexpected error occurred; quote the request id when reporting it")
+                    log.exception("unhandled error (request_id=%s)", request_id)
+                await problem_response(error, request_id)(scope, receive, send_wrapper)
+        finally:
+            self._release(ctx)
+            duration_ms = (time.perf_counter() - started) * 1000
+            route = scope.get("route")
+            access_log.info(json.dumps({
+                "request_id": request_id,
+                "method": scope["method"],
+                "route": getattr(route, "path", None),
+                "status": state["status"],
+                "duration_ms": round(duration_ms, 2),
+                "agency": ctx.principal.agency if ctx.principal else None,
+            }))
+            metrics = self.runtime.extras.get("metrics")
+            if metrics is not None:
+                metrics.observe(scope["method"], getattr(route, "path", "<unmatched>"), state["status"],  # type: ignore[attr-defined]
+                                duration_ms / 1000)
+
+    async def _buffer_body(self, scope: Scope, receive: Receive, ctx: RequestContext) -> Receive:
+        """Read the whole body up front, stopping past the limit (also for chunked bodies), so that no
+        lock is ever held while a slow client trickles bytes. An oversized body is replayed as empty and
+        flagged; the route gate answers 413 after the checks that rank before it."""
+        limit = self.runtime.settings.max_body_bytes
+        declared = _header(scope, b"content-length")
+        chunks: list[bytes] = []
+        size = 0
+        too_large = declared is not None and declared.isdigit() and int(declared) > limit
+        more = not too_large
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                too_large = True
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        ctx.body_too_large = too_large
+        body = b"" if too_large else b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    async def _commit(self, ctx: RequestContext, scope: Scope, status: int) -> None:
+        draft = self._draft(ctx, scope, status)
+        principal = ctx.principal
+        touch = principal.token_id if principal is not None else None
+        session = ctx.session
+        if session is not None and ctx.write_tx and status < 400:
+            # A successful write: its change, its feed entries and its event commit together.
+            def commit_write() -> None:
+                for hook in ctx.on_commit:
+                    hook(session)
+                feed = ctx.audit.feed_entries
+                _, first_feed_seq = append_events(session, [draft], feed_entries=len(feed))
+                for offset, write_feed_row in enumerate(feed):
+                    write_feed_row(session, first_feed_seq + offset)
+                if touch is not None:
+                    touch_tokens(session, {touch})
+                session.commit()
+
+            await anyio.to_thread.run_sync(commit_write)
+            self.runtime.audit_writer.written += 1
+            return
+        if session is not None:
+            await anyio.to_thread.run_sync(session.rollback)
+            self._release(ctx)
+        await self.runtime.audit_writer.append(draft, touch_token=touch)
+
+    def _release(self, ctx: RequestContext) -> None:
+        if ctx.session is not None:
+            ctx.session.close()
+            ctx.session = None
+        if ctx.write_lock_held:
+            ctx.write_lock_held = False
+            self.runtime.write_lock.release()
+
+    def _draft(self, ctx: RequestContext, scope: Scope, status: int) -> EventDraft:
+        principal = ctx.principal
+        query = scope.get("query_string", b"").decode("utf-8", "replace") or None
+        client = scope.get("client")
+        user_agent = _header(scope, b"user-agent")
+        return EventDraft(
+            request_id=ctx.request_id,
+            actor_kind="token" if principal else "anonymous",
+            actor_token_id=str(principal.token_id) if principal else None,
+            actor_agency=principal.agency if principal else None,
+            action="auth.failed" if ctx.auth_failed else ctx.audit.action,
+            outcome=outcome_for(status),
+            status_code=status,
+            method=scope["method"],
+            path=scope["path"],
+            query=query,
+            resource_type=ctx.audit.resource_type,
+            resource_ids=ctx.audit.resource_ids,
+            client_ip=client[0] if client else None,
+            user_agent=user_agent[:512] if user_agent else None,
+            purpose=ctx.purpose,
+            detail=ctx.audit.detail,
+        )
+
+    async def _send_plain_problem(self, error: AppError, ctx: RequestContext, send: Send) -> None:
+        response = problem_response(error, ctx.request_id)
+        headers = [*response.raw_headers, (b"x-request-id", ctx.request_id.encode()), *SECURITY_HEADERS]
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})

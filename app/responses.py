@@ -1,0 +1,54 @@
+"""Declared error responses, so the OpenAPI document says honestly what each route can answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from app.errors import PROBLEM_JSON
+
+_TITLES = {
+    304: "Not modified",
+    400: "Bad request",
+    401: "Missing, malformed, expired, revoked or forged token",
+    403: "Token lacks the scope or role, or its agency is inactive",
+    404: "Not found",
+    409: "Conflict with the current state",
+    412: "If-Match does not match the current version",
+    413: "Body larger than SBT_MAX_BODY_BYTES",
+    415: "Unsupported media type",
+    422: "Validation error",
+    428: "If-Match header required",
+    429: "Rate limit exceeded",
+    503: "Database or audit log unavailable",
+}
+
+
+class FieldProblem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str
+    errors: list[FieldProblem] | None = None
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: the given problem statuses plus the 503 every /v1 route can give."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in sorted({*statuses, 503}):
+        out[status] = {"description": _TITLES[status], "model": Problem, "content": {PROBLEM_JSON: {}}}
+    return out

@@ -1,0 +1,104 @@
+"""Issuing, listing and revoking access tokens."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from app.agencies.models import Agency
+from app.auth.jwt import TokenCodec
+from app.clock import utcnow
+from app.errors import NotFound, ValidationFailed
+from app.pagination import decode_cursor, encode_cursor, malformed_cursor
+from app.tokens.models import ApiToken
+from app.tokens.schemas import TokenCreate
+
+
+def _field_error(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(message, errors=[{"loc": ["body", field], "msg": message}])
+
+
+def create_token(
+    *, session: Session, codec: TokenCodec, data: TokenCreate, created_by: str, max_days: int
+) -> tuple[ApiToken, str]:
+    """Store the token's metadata and sign its value; the value is returned once and never stored."""
+    agency = session.get(Agency, data.agency)
+    if agency is None:
+        raise _field_error("agency", f"unknown agency {data.agency!r}")
+    if not agency.active:
+        raise _field_error("agency", f"agency {data.agency} is inactive")
+    if data.expires_in_days > max_days:
+        raise _field_error("expires_in_days", f"at most {max_days} days (SBT_TOKEN_MAX_DAYS)")
+    now = utcnow().replace(microsecond=0)
+    row = ApiToken(
+        id=uuid.uuid4(),
+        agency_code=agency.code,
+        name=data.name,
+        scopes=[str(s) for s in data.scopes],
+        created_at=now,
+        expires_at=now + timedelta(days=data.expires_in_days),
+        created_by=created_by,
+    )
+    session.add(row)
+    session.flush()
+    value = codec.issue(
+        {
+            "sub": str(row.id),
+            "jti": str(row.id),
+            "agency": row.agency_code,
+            "scope": " ".join(row.scopes),
+            "iat": int(now.timestamp()),
+            "exp": int(row.expires_at.timestamp()),
+        }
+    )
+    return row, value
+
+
+def get_token(*, session: Session, token_id: uuid.UUID) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"no token with id {token_id}")
+    return row
+
+
+def list_tokens(
+    *, session: Session, agency: str | None, active: bool | None, limit: int, cursor: str | None
+) -> tuple[list[ApiToken], str | None]:
+    """Newest first, keyset on (created_at, id)."""
+    stmt = select(ApiToken)
+    if agency is not None:
+        stmt = stmt.where(ApiToken.agency_code == agency)
+    now = utcnow()
+    if active is True:
+        stmt = stmt.where(ApiToken.revoked_at.is_(None), ApiToken.expires_at > now)
+    elif active is False:
+        stmt = stmt.where(or_(ApiToken.revoked_at.is_not(None), ApiToken.expires_at <= now))
+    if cursor is not None:
+        created_raw, id_raw = decode_cursor(cursor, 2)
+        try:
+            created_at, last_id = datetime.fromisoformat(created_raw), uuid.UUID(id_raw)
+        except (TypeError, ValueError):
+            raise malformed_cursor() from None
+        stmt = stmt.where(
+            or_(ApiToken.created_at < created_at, and_(ApiToken.created_at == created_at, ApiToken.id < last_id))
+        )
+    rows = list(session.scalars(stmt.order_by(ApiToken.created_at.desc(), ApiToken.id.desc()).limit(limit + 1)))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor(last.created_at.isoformat(), str(last.id))
+    return rows, next_cursor
+
+
+def revoke_token(*, session: Session, token_id: uuid.UUID) -> tuple[ApiToken, bool]:
+    """Revoke once; revoking again changes nothing. Returns the row and whether it changed."""
+    row = get_token(session=session, token_id=token_id)
+    if row.revoked_at is not None:
+        return row, False
+    row.revoked_at = utcnow()
+    session.flush()
+    return row, True

@@ -1,0 +1,1 @@
+"""Violation records: the shared case file."""

@@ -1,0 +1,175 @@
+"""Test harness: every database test runs on SQLite and, with SBT_TEST_DATABASE_URL, on PostgreSQL.
+
+Each test gets a database of its own, copied from a template migrated once per session by Alembic (a
+file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL), so tests may count audit events.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from app import migrate
+from app.audit.models import AuditEvent
+from app.auth.keys import generate_key_file
+from app.auth.principal import Scope
+from app.cli import issue_token_offline
+from app.config import Settings
+from app.db import make_engine, make_session_factory
+from app.main import create_app
+from app.tokens.schemas import TokenCreate
+
+PG_URL = os.environ.get("SBT_TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
+ALL_SCOPES = [str(s) for s in Scope]
+
+
+def _admin_url(url: str) -> str:
+    return make_url(url).set(database="postgres").render_as_string(hide_password=False)
+
+
+class PostgresTemplates:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.prefix = f"sbt_t{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.admin = create_engine(_admin_url(base_url), isolation_level="AUTOCOMMIT")
+        self.template = f"{self.prefix}_tpl"
+        self.created: list[str] = []
+        self._execute(f'CREATE DATABASE "{self.template}"')
+        self.created.append(self.template)
+        migrate.upgrade(self.url_for(self.template))
+
+    def url_for(self, name: str) -> str:
+        return make_url(self.base_url).set(database=name).render_as_string(hide_password=False)
+
+    def _execute(self, sql: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(sql))
+
+    def fresh(self) -> str:
+        name = f"{self.prefix}_{uuid.uuid4().hex[:10]}"
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        self.created.append(name)
+        return self.url_for(name)
+
+    def drop(self, url: str) -> None:
+        name = make_url(url).database
+        self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def close(self) -> None:
+        for name in reversed(self.created):
+            self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "signing-key.pem"
+    generate_key_file(path, "ES256")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_templates() -> Iterator[PostgresTemplates | None]:
+    if not PG_URL:
+        yield None
+        return
+    templates = PostgresTemplates(PG_URL)
+    yield templates
+    templates.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path,
+           pg_templates: PostgresTemplates | None) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "sbt.db"
+        shutil.copyfile(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    assert pg_templates is not None
+    url = pg_templates.fresh()
+    yield url
+    pg_templates.drop(url)
+
+
+@pytest.fixture
+def backend(db_url: str) -> str:
+    return "sqlite" if db_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture
+def settings(db_url: str, key_file: Path, tmp_path: Path) -> Settings:
+    return Settings(database_url=db_url, signing_key_file=key_file, data_dir=tmp_path, env="test",
+                    checkpoint_interval_seconds=0)
+
+
+@pytest.fixture
+def make_settings(settings: Settings) -> Callable[..., Settings]:
+    """Settings for this test's database with some values changed."""
+
+    def make(**changes: object) -> Settings:
+        return settings.model_copy(update=changes)
+
+    return make
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Session]:
+    """A plain session on the test's database, for looking behind the API."""
+    engine = make_engine(settings.database_url, pool_size=2)
+    with make_session_factory(engine)() as session:
+        yield session
+    engine.dispose()
+
+
+TokenFactory = Callable[..., str]
+
+
+@pytest.fixture
+def issue_token(settings: Settings) -> Iterator[TokenFactory]:
+    """issue_token("BKN", "violations:read", ...) -> a bearer token value (issued as the CLI would)."""
+    engine = make_engine(settings.database_url, pool_size=1)
+    sessions = make_session_factory(engine)
+
+    def issue(agency: str = "BKN", *scopes: str, days: int = 30) -> str:
+        data = TokenCreate(agency=agency, name=f"test {agency}", scopes=list(scopes or ALL_SCOPES),
+                           expires_in_days=days)  # type: ignore[arg-type]
+        with sessions() as session:
+            _, value = issue_token_offline(settings, session, data)
+        return value
+
+    yield issue
+    engine.dispose()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def audit_rows(db: Session) -> list[AuditEvent]:
+    """Every audit row in seq order, read in a new transaction (so commits by the app are visible)."""
+    db.rollback()
+    return list(db.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
