@@ -70,3 +70,18 @@ class ChainHead(Base):
     feed_seq: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class AuditCheckpoint(Base):
+    """A signed statement of the chain head, issued on request or automatically at an interval."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    jws: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_audit_checkpoints_seq", "seq"),)

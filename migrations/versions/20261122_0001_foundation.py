@@ -78,6 +78,17 @@ def upgrade() -> None:
         batch_op.create_index('ix_audit_events_occurred_at', ['occurred_at', 'seq'], unique=False)
         batch_op.create_index('ix_audit_events_token', ['actor_token_id', 'seq'], unique=False)
 
+    op.create_table('audit_checkpoints',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('seq', sa.BigInteger(), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('issued_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('jws', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_checkpoints'))
+    )
+    with op.batch_alter_table('audit_checkpoints', schema=None) as batch_op:
+        batch_op.create_index('ix_audit_checkpoints_seq', ['seq'], unique=False)
+
     op.create_table('chain_head',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
@@ -144,6 +155,7 @@ def downgrade() -> None:
 
     op.drop_table('api_tokens')
     op.drop_table('chain_head')
+    op.drop_table('audit_checkpoints')
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_events_token')
         batch_op.drop_index('ix_audit_events_occurred_at')
