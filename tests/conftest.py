@@ -61,6 +61,12 @@ class PostgresTemplates:
         self.created.append(name)
         return self.url_for(name)
 
+    def empty(self) -> str:
+        name = f"{self.prefix}_{uuid.uuid4().hex[:10]}"
+        self._execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return self.url_for(name)
+
     def drop(self, url: str) -> None:
         name = make_url(url).database
         self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -105,6 +111,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
         return
     assert pg_templates is not None
     url = pg_templates.fresh()
+    yield url
+    pg_templates.drop(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path,
+                 pg_templates: PostgresTemplates | None) -> Iterator[str]:
+    """A database with no schema at all."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    assert pg_templates is not None
+    url = pg_templates.empty()
     yield url
     pg_templates.drop(url)
 
