@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +17,7 @@ from app.agencies.router import router as agencies_router
 from app.audit.router import router as audit_router
 from app.config import Settings, get_settings
 from app.errors import AppError, MethodNotAllowed, NotFound, ValidationFailed, problem_response
+from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import EdgeMiddleware, is_audited_path
 from app.ops import router as ops_router
@@ -70,6 +70,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    configure_logging()
     settings = settings or get_settings()
     runtime = runtime or Runtime.build(settings)
     runtime.extras.setdefault("metrics", Metrics())
@@ -108,10 +109,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 
 __all__ = ["create_app", "is_audited_path"]

@@ -7,7 +7,6 @@ passed on. If that commit fails the client gets 503 and none of the data.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -119,14 +118,14 @@ class EdgeMiddleware:
             self._release(ctx)
             duration_ms = (time.perf_counter() - started) * 1000
             route = scope.get("route")
-            access_log.info(json.dumps({
+            access_log.info({
                 "request_id": request_id,
                 "method": scope["method"],
                 "route": getattr(route, "path", None),
                 "status": state["status"],
                 "duration_ms": round(duration_ms, 2),
                 "agency": ctx.principal.agency if ctx.principal else None,
-            }))
+            })
             metrics = self.runtime.extras.get("metrics")
             if metrics is not None:
                 metrics.observe(scope["method"], getattr(route, "path", "<unmatched>"), state["status"],  # type: ignore[attr-defined]
