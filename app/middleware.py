@@ -176,15 +176,19 @@ class EdgeMiddleware:
                 for hook in ctx.on_commit:
                     hook(session)
                 feed = ctx.audit.feed_entries
-                _, first_feed_seq = append_events(session, [draft], feed_entries=len(feed))
+                documents, first_feed_seq = append_events(session, [draft], feed_entries=len(feed))
                 for offset, write_feed_row in enumerate(feed):
                     write_feed_row(session, first_feed_seq + offset)
                 if touch is not None:
                     touch_tokens(session, {touch})
                 session.commit()
+                self.runtime.audit_writer.record_written(documents)
 
-            await anyio.to_thread.run_sync(commit_write)
-            self.runtime.audit_writer.written += 1
+            try:
+                await anyio.to_thread.run_sync(commit_write)
+            finally:
+                # Never keep the write lock while the response travels to a possibly slow client.
+                self._release(ctx)
             return
         if session is not None:
             await anyio.to_thread.run_sync(session.rollback)

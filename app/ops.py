@@ -45,9 +45,8 @@ async def metrics(request: Request) -> Response:
     runtime = runtime_of(request)
     registry = runtime.extras["metrics"]
     registry.audit_events.set(runtime.audit_writer.written)  # type: ignore[attr-defined]
-    head = runtime.extras.get("chain_head_seq")
-    if head is not None:
-        registry.chain_head.set(head)  # type: ignore[attr-defined]
+    if runtime.audit_writer.head_seq is not None:
+        registry.chain_head.set(runtime.audit_writer.head_seq)  # type: ignore[attr-defined]
     return Response(registry.render(), media_type="text/plain; version=0.0.4")  # type: ignore[attr-defined]
 
 

@@ -59,6 +59,13 @@ class AuditWriter:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self.written = 0
+        self.head_seq: int | None = None
+
+    def record_written(self, documents: list[dict[str, Any]]) -> None:
+        """Count events committed by this process (either path), for /metrics."""
+        if documents:
+            self.written += len(documents)
+            self.head_seq = documents[-1]["seq"]
 
     async def append(self, draft: EventDraft, *, touch_token: uuid.UUID | None = None) -> dict[str, Any]:
         """Return the committed event; raises if it could not be made durable."""
@@ -95,7 +102,7 @@ class AuditWriter:
                         if not item.future.done():
                             item.future.set_exception(exc)
                     continue
-                self.written += len(documents)
+                self.record_written(documents)
                 for item, document in zip(batch, documents, strict=True):
                     if not item.future.done():
                         item.future.set_result(document)
