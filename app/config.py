@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SBT_"
@@ -65,8 +65,9 @@ class Settings(BaseSettings):
 
 
 def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> list[str]:
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
-    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known | _TOLERATED_UNKNOWN)
+    # pydantic-settings matches names case-insensitively, so a lower-case typo must be caught too.
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | _TOLERATED_UNKNOWN
+    return sorted(k for k in environ if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -76,8 +77,12 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(f"unknown configuration variable(s): {', '.join(unknown)} (check the spelling)")
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise SettingsError(f"invalid configuration: {exc}") from None
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+            problems.append(f"{name}: {error['msg']}" if error["loc"] else str(error["msg"]))
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
 
 
 @cache

@@ -8,13 +8,13 @@ from collections import OrderedDict
 from threading import Lock
 from typing import Any
 
-from jose import jws, jwt
-from jose.exceptions import JOSEError
+from jose import jws, jwt  # type: ignore[import-untyped]  # python-jose ships no type information
+from jose.exceptions import JOSEError  # type: ignore[import-untyped]
 
 from app.auth.keys import SigningKey
 
 MAX_TOKEN_BYTES = 8192
-ACCESS_TOKEN_TYPE = "at+jwt"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a JOSE `typ`, not a secret)
 _FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
 _REQUIRED_CLAIMS = ("iss", "aud", "sub", "jti", "iat", "exp", "agency", "scope")
 
@@ -89,6 +89,10 @@ class TokenCodec:
             )
         except JOSEError as exc:
             raise TokenRejected(_reason(exc)) from None
+        except (TypeError, ValueError, OverflowError):
+            # python-jose trusts claim types once the signature holds (`"exp": null` raises TypeError);
+            # a refusal, not a server error, whatever a signed token carries.
+            raise TokenRejected("token claims malformed") from None
         missing = [c for c in _REQUIRED_CLAIMS if c not in claims]
         if missing or claims["sub"] != claims["jti"]:
             raise TokenRejected("token claims incomplete")
@@ -97,6 +101,7 @@ class TokenCodec:
         return claims
 
     def sign_statement(self, payload: dict[str, Any], *, typ: str) -> str:
+        """A compact JWS of `payload` with the service key; anyone can check it against the JWKS."""
         compact: str = jws.sign(
             payload, self.key.private_pem.decode(), headers={"typ": typ, "kid": self.key.kid},
             algorithm=self.key.algorithm,
@@ -104,14 +109,35 @@ class TokenCodec:
         return compact
 
     def verify_statement(self, compact: str, *, typ: str) -> dict[str, Any]:
+        """The JSON object a statement of type `typ` signed by this service's key carries.
+
+        Raises TokenRejected (with a message safe to print) for anything else: garbage, another key,
+        another algorithm, another `typ`, a bad signature or a payload that is not a JSON object.
+        """
+        if len(compact.encode()) > MAX_TOKEN_BYTES:
+            raise TokenRejected("statement too large")
         try:
             header = jws.get_unverified_header(compact)
-            if header.get("typ") != typ or header.get("kid") != self.key.kid:
-                raise TokenRejected("statement not signed by this service's key")
+        except JOSEError:
+            raise TokenRejected("not a compact JWS") from None
+        if any(name in header for name in _FORBIDDEN_HEADERS):
+            raise TokenRejected("statement header names an external key")
+        if header.get("alg") != self.key.algorithm:
+            raise TokenRejected("unexpected signing algorithm")
+        if header.get("kid") != self.key.kid:
+            raise TokenRejected("statement not signed by this service's key")
+        if header.get("typ") != typ:
+            raise TokenRejected(f"not a {typ} statement")
+        try:
             payload = jws.verify(compact, self.key.public_pem.decode(), algorithms=[self.key.algorithm])
         except JOSEError:
             raise TokenRejected("statement signature invalid") from None
-        data: dict[str, Any] = json.loads(payload)
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise TokenRejected("statement payload is not JSON") from None
+        if not isinstance(data, dict):
+            raise TokenRejected("statement payload is not a JSON object")
         return data
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -52,7 +53,10 @@ def generate_key_file(path: Path, algorithm: Algorithm = "ES256") -> bool:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     # O_EXCL: never overwrite a key another process wrote a moment ago; 0600: the key is a secret.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
     with os.fdopen(fd, "wb") as handle:
         handle.write(pem)
     return True
@@ -64,13 +68,13 @@ def load_signing_key(path: Path) -> SigningKey:
         private = serialization.load_pem_private_key(pem, password=None)
     except FileNotFoundError:
         raise KeyError_(f"signing key file {path} not found (run `sbt keys generate`)") from None
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, UnsupportedAlgorithm) as exc:
         raise KeyError_(f"signing key file {path} is not a readable PEM private key: {exc}") from None
     public = private.public_key()
     members: dict[str, str]
     if isinstance(private, ec.EllipticCurvePrivateKey) and isinstance(private.curve, ec.SECP256R1):
         algorithm: Algorithm = "ES256"
-        numbers = private.public_key().public_numbers()  # type: ignore[union-attr]
+        numbers = private.public_key().public_numbers()
         members = {"crv": "P-256", "kty": "EC", "x": _int_b64(numbers.x, 32), "y": _int_b64(numbers.y, 32)}
     elif isinstance(private, rsa.RSAPrivateKey):
         algorithm = "RS256"
@@ -78,7 +82,9 @@ def load_signing_key(path: Path) -> SigningKey:
         members = {"e": _int_b64(rsa_numbers.e), "kty": "RSA", "n": _int_b64(rsa_numbers.n)}
     else:
         raise KeyError_(f"signing key file {path}: only EC P-256 (ES256) and RSA (RS256) keys are supported")
-    thumbprint = _b64(hashlib.sha256(json.dumps(members, sort_keys=True, separators=(",", ":")).encode()).digest())
-    public_pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    canonical = json.dumps(members, sort_keys=True, separators=(",", ":")).encode()
+    thumbprint = _b64(hashlib.sha256(canonical).digest())
+    public_pem = public.public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo)
     jwk = {**members, "kid": thumbprint, "alg": algorithm, "use": "sig"}
     return SigningKey(algorithm, thumbprint, pem, public_pem, jwk)

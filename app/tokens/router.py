@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/tokens", tags=["tokens"], route_class=AuditedRout
 
 def token_out(row: ApiToken) -> TokenOut:
     return TokenOut(
-        id=row.id, agency=row.agency_code, name=row.name, scopes=row.scopes,  # type: ignore[arg-type]
+        id=row.id, agency=row.agency_code, name=row.name, scopes=row.scopes,
         created_at=row.created_at, expires_at=row.expires_at, created_by=row.created_by,
         last_used_at=row.last_used_at, revoked_at=row.revoked_at,
     )
@@ -40,7 +40,7 @@ def create_token(
     audit.touch("token", row.id)
     audit.detail = {"agency": row.agency_code, "scopes": row.scopes, "expires_at": row.expires_at.isoformat()}
     return TokenCreated(
-        id=row.id, token=value, agency=row.agency_code, name=row.name, scopes=row.scopes,  # type: ignore[arg-type]
+        id=row.id, token=value, agency=row.agency_code, name=row.name, scopes=row.scopes,
         created_at=row.created_at, expires_at=row.expires_at, created_by=row.created_by,
     )
 
@@ -63,7 +63,8 @@ def list_tokens(
 
 
 @router.get("/{token_id}", operation_id="getToken", response_model=TokenOut,
-            openapi_extra=endpoint("token.read", Scope.ADMIN), responses=error_responses(401, 403, 404, 422, 429))
+            openapi_extra=endpoint("token.read", Scope.ADMIN),
+            responses=error_responses(401, 403, 404, 422, 429))
 def get_token(token_id: uuid.UUID, session: SessionDep, audit: AuditDep) -> TokenOut:
     """One token's metadata."""
     audit.touch("token", token_id)

@@ -18,7 +18,9 @@ class TokenCreate(BaseModel):
 
     agency: Annotated[str, StringConstraints(min_length=1, max_length=32)]
     name: TokenName
-    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope))
+    scopes: list[Scope] = Field(min_length=1, max_length=len(Scope), json_schema_extra={"uniqueItems": True})
+    # JSON `true` or "30" is refused for every body by app/inputs.py (strict validation); `30.0` is an
+    # integer to JSON Schema and so is accepted, which StrictInt here would not.
     expires_in_days: int = Field(default=90, ge=1)
 
     @field_validator("scopes")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -64,6 +64,21 @@ def get_token(*, session: Session, token_id: uuid.UUID) -> ApiToken:
     return row
 
 
+def _cursor_key(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) a cursor carries. A cursor is client input: anything but an aware instant and a
+    UUID string is 422, never an error further down (naive or out-of-range instants fail at bind time)."""
+    created_raw, id_raw = decode_cursor(cursor, 2)
+    if not isinstance(created_raw, str) or not isinstance(id_raw, str):
+        raise malformed_cursor()
+    try:
+        created_at, last_id = datetime.fromisoformat(created_raw), uuid.UUID(id_raw)
+        if created_at.tzinfo is None:
+            raise ValueError("naive instant")
+        return created_at.astimezone(UTC), last_id
+    except (ValueError, OverflowError):
+        raise malformed_cursor() from None
+
+
 def list_tokens(
     *, session: Session, agency: str | None, active: bool | None, limit: int, cursor: str | None
 ) -> tuple[list[ApiToken], str | None]:
@@ -77,15 +92,13 @@ def list_tokens(
     elif active is False:
         stmt = stmt.where(or_(ApiToken.revoked_at.is_not(None), ApiToken.expires_at <= now))
     if cursor is not None:
-        created_raw, id_raw = decode_cursor(cursor, 2)
-        try:
-            created_at, last_id = datetime.fromisoformat(created_raw), uuid.UUID(id_raw)
-        except (TypeError, ValueError):
-            raise malformed_cursor() from None
+        created_at, last_id = _cursor_key(cursor)
         stmt = stmt.where(
-            or_(ApiToken.created_at < created_at, and_(ApiToken.created_at == created_at, ApiToken.id < last_id))
+            or_(ApiToken.created_at < created_at,
+                and_(ApiToken.created_at == created_at, ApiToken.id < last_id))
         )
-    rows = list(session.scalars(stmt.order_by(ApiToken.created_at.desc(), ApiToken.id.desc()).limit(limit + 1)))
+    stmt = stmt.order_by(ApiToken.created_at.desc(), ApiToken.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(stmt))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
