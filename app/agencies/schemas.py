@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.agencies.models import Role
 
 AgencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,31}$")]
 AgencyName = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+# The constraints sit on the list itself, not on a `| None` around it (pydantic would apply them to None).
+RoleList = Annotated[list[Role], Field(max_length=len(Role), json_schema_extra={"uniqueItems": True})]
 
 
 def _unique_roles(roles: list[Role] | None) -> list[Role] | None:
@@ -40,7 +43,7 @@ class AgencyCreate(BaseModel):
 
     code: AgencyCode
     name: AgencyName
-    roles: list[Role] = Field(default_factory=list, max_length=len(Role))
+    roles: RoleList = Field(default_factory=list)
     active: bool = True
 
     _roles = field_validator("roles")(_unique_roles)
@@ -49,9 +52,11 @@ class AgencyCreate(BaseModel):
 class AgencyUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: AgencyName | None = None
-    active: bool | None = None
-    roles: list[Role] | None = Field(default=None, max_length=len(Role))
+    # Optional but never null: SkipJsonSchema keeps `null` out of the published schema, as the
+    # validator below keeps it out of the service.
+    name: AgencyName | SkipJsonSchema[None] = None
+    active: bool | SkipJsonSchema[None] = None
+    roles: RoleList | SkipJsonSchema[None] = None
 
     _roles = field_validator("roles")(_unique_roles)
 
