@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from app.audit.chain import VerifyResult, event_document, verify_documents
-from app.audit.models import AuditEvent, AuditEventResource, ChainHead
+from app.audit.chain import EVENT_COLUMNS, VerifyResult, event_document, verify_documents
+from app.audit.checkpoints import Checkpoint
+from app.audit.models import GENESIS_HASH, AuditEvent, AuditEventResource, ChainHead
+from app.audit.stream import EventStream
 from app.errors import NotFound
 from app.pagination import decode_cursor, encode_cursor, malformed_cursor
 
@@ -65,7 +68,7 @@ def list_events(
 
 
 def _as_mapping(row: AuditEvent) -> dict[str, Any]:
-    return {c: getattr(row, c) for c in AuditEvent.__table__.columns.keys()}
+    return {c: getattr(row, c) for c in EVENT_COLUMNS}
 
 
 def get_event(*, session: Session, seq: int) -> dict[str, Any]:
@@ -78,44 +81,139 @@ def get_event(*, session: Session, seq: int) -> dict[str, Any]:
 def iter_documents(
     session: Session, *, from_seq: int = 1, to_seq: int | None = None,
     since: datetime | None = None, until: datetime | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Events in seq order, fetched in chunks by keyset so memory stays constant on any log size."""
+) -> EventStream:
+    """Events in seq order, fetched in chunks by keyset so memory stays constant on any log size
+    (`verify_documents` verifies such a stream much faster than other iterables: app/audit/stream.py)."""
+    return EventStream(session, from_seq=from_seq, to_seq=to_seq, since=since, until=until)
+
+
+# What a hand-edited column that no longer loads as an event raises (JSON that is not a list, a timestamp
+# that is not one): verification must name that event, not crash.
+_UNLOADABLE = (TypeError, ValueError, KeyError, AttributeError)
+
+
+def recorded_head(session: Session) -> tuple[int, str, int]:
+    """The head row's seq and hash and the highest stored seq, read in one statement (one snapshot)."""
+    highest = select(func.coalesce(func.max(AuditEvent.seq), 0)).scalar_subquery()
+    row = session.execute(select(ChainHead.seq, ChainHead.hash, highest).where(ChainHead.id == 1)).one()
+    return row[0], row[1], row[2]
+
+
+def _hash_at(session: Session, seq: int) -> str | None:
+    if seq == 0:
+        return GENESIS_HASH
+    return session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == seq))
+
+
+def verify(
+    session: Session, *, from_seq: int = 1, to_seq: int | None = None, checkpoint: Checkpoint | None = None
+) -> VerifyResult:
+    """Recompute every hash from the stored columns and check links, gaps, the head row and a checkpoint.
+
+    The result's head is the last event that verified (for an intact full log, the chain head) and
+    `first_invalid_seq` the first event that is changed, missing, out of place or unaccounted for:
+    - an event whose hash or link does not verify, or a gap (removed events): that seq;
+    - the head row records more events than the log holds (cut off the end): the first missing seq;
+    - the last event does not have the hash the head row records (rewritten with its hash): that seq;
+    - events stored beyond the recorded head (inserted at the end): the head seq + 1;
+    - with a checkpoint (seq, hash): the log no longer reaches seq (the first missing seq), or the event
+      at seq has another hash (the chain was rewritten after the checkpoint was signed): seq.
+    """
+    head_seq, head_hash, highest = recorded_head(session)
+    wanted = head_seq if to_seq is None else to_seq
+    if checkpoint is not None:
+        wanted = max(wanted, checkpoint.seq)  # a checkpoint is only checked on a range that reaches it
+    end = min(wanted, head_seq)
+    if from_seq > end:
+        result = VerifyResult(True, 0, head_seq, head_hash, None)
+    else:
+        prev_hash = _hash_at(session, from_seq - 1) if from_seq > 1 else None
+        result = _walk(session, from_seq=from_seq, to_seq=end, prev_hash=prev_hash)
+    first_bad = result.first_invalid_seq
+    if first_bad is None and from_seq <= end:
+        if result.head_seq < end:
+            first_bad = result.head_seq + 1  # the head row says these events exist; they are gone
+        elif end == head_seq and result.head_hash != head_hash:
+            first_bad = head_seq  # the last event was rewritten, hash included
+    if first_bad is None and (to_seq is None or wanted > head_seq) and highest > head_seq:
+        first_bad = head_seq + 1  # rows past the head no appender wrote
+    if checkpoint is not None:
+        verified_to = result.head_seq if first_bad is None else first_bad - 1
+        held = check_checkpoint(session, checkpoint.seq, checkpoint.hash, verified_to=verified_to)
+        if held is not None and (first_bad is None or held < first_bad):
+            first_bad = held
+    if first_bad is None:
+        return result
+    good = first_bad - 1
+    return VerifyResult(False, result.checked, good, _hash_at(session, good) or "", first_bad)
+
+
+def _walk(session: Session, *, from_seq: int, to_seq: int, prev_hash: str | None) -> VerifyResult:
+    try:
+        return verify_documents(iter_documents(session, from_seq=from_seq, to_seq=to_seq),
+                                from_seq=from_seq, prev_hash=prev_hash)
+    except _UNLOADABLE:
+        return _walk_around_unloadable(session, from_seq=from_seq, to_seq=to_seq, prev_hash=prev_hash)
+
+
+@dataclass
+class _Progress:
+    seq: int | None = None
+    hash: str | None = None
+    count: int = 0
+
+
+def _tracked(documents: Iterator[dict[str, Any]], progress: _Progress) -> Iterator[dict[str, Any]]:
+    for document in documents:
+        yield document
+        # Reached only when the walk asks for the next event, i.e. after this one verified.
+        progress.seq, progress.hash = document["seq"], document["hash"]
+        progress.count += 1
+
+
+def _walk_around_unloadable(
+    session: Session, *, from_seq: int, to_seq: int, prev_hash: str | None
+) -> VerifyResult:
+    """The slow path, taken only when some row would not load: walk again noting how far events verified,
+    then go on one row at a time, so the row that will not load is named like any other bad event."""
+    progress = _Progress()
+    try:
+        return verify_documents(_tracked(iter_documents(session, from_seq=from_seq, to_seq=to_seq), progress),
+                                from_seq=from_seq, prev_hash=prev_hash)
+    except _UNLOADABLE:
+        pass
+    resume = from_seq if progress.seq is None else progress.seq + 1
+    resume_prev = prev_hash if progress.seq is None else progress.hash
+    rest = verify_documents(_documents_one_by_one(session, from_seq=resume, to_seq=to_seq),
+                            from_seq=resume, prev_hash=resume_prev)
+    return VerifyResult(rest.ok, progress.count + rest.checked, rest.head_seq, rest.head_hash,
+                        rest.first_invalid_seq)
+
+
+def _documents_one_by_one(session: Session, *, from_seq: int, to_seq: int) -> Iterator[dict[str, Any]]:
     columns = AuditEvent.__table__.columns
     last = from_seq - 1
     while True:
-        stmt = select(*columns).where(columns.seq > last)
-        if to_seq is not None:
-            stmt = stmt.where(columns.seq <= to_seq)
-        if since is not None:
-            stmt = stmt.where(columns.occurred_at >= since)
-        if until is not None:
-            stmt = stmt.where(columns.occurred_at < until)
-        rows = session.execute(stmt.order_by(columns.seq).limit(_STREAM_CHUNK)).all()
-        if not rows:
+        seqs = session.scalars(select(columns.seq).where(columns.seq > last, columns.seq <= to_seq)
+                               .order_by(columns.seq).limit(_STREAM_CHUNK)).all()
+        if not seqs:
             return
-        for row in rows:
-            yield event_document(row)
-        last = rows[-1].seq
-
-
-def verify(session: Session, *, from_seq: int = 1, to_seq: int | None = None) -> VerifyResult:
-    """Recompute every hash from the stored columns and check the links, gaps and the recorded head."""
-    head_seq, _ = head(session)
-    prev_hash = None
-    if from_seq > 1:
-        prev_hash = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == from_seq - 1))
-    end = head_seq if to_seq is None else min(to_seq, head_seq)
-    result = verify_documents(iter_documents(session, from_seq=from_seq, to_seq=end),
-                              from_seq=from_seq, prev_hash=prev_hash)
-    if result.ok and result.head_seq < end:
-        # Events the head row says exist are gone from the end of the log.
-        return VerifyResult(False, result.checked, result.head_seq, result.head_hash, result.head_seq + 1)
-    return result
+        for seq in seqs:
+            try:
+                document = event_document(session.execute(select(*columns).where(columns.seq == seq)).one())
+            except _UNLOADABLE:
+                # A document no hash can match: the walk reports it (or an earlier gap) as first bad.
+                yield {"seq": seq, "prev_hash": "", "hash": ""}
+                return
+            yield document
+        last = seqs[-1]
 
 
 def check_checkpoint(session: Session, seq: int, expected_hash: str, *, verified_to: int) -> int | None:
     """With a verified chain up to `verified_to`, a checkpoint (seq, hash) holds when the log still
     reaches that seq and the event there has that hash. Returns the first bad seq, or None."""
+    if seq == 0:
+        return None if expected_hash == GENESIS_HASH else 1  # the empty log: nothing to lose
     if verified_to < seq:
         return verified_to + 1  # cut off the end: the first missing seq
     stored = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == seq))

@@ -1,0 +1,234 @@
+"""The fast verification (raw rows, split across processes) answers exactly as the document walk does.
+
+Every case runs `app.audit.service.verify` three ways on the same database — the document walk (the
+reference), the raw-row walk, and the raw-row walk split into parts — on intact and tampered logs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, update
+from sqlalchemy.orm import Session
+
+from app.audit import service, stream
+from app.audit.chain import EventDraft, VerifyResult, append_events
+from app.audit.models import ChainHead
+from app.audit.stream import EventStream
+from app.config import Settings
+from app.db import begin_write, make_engine, make_session_factory
+from tests.audit.conftest import EVENTS, forged_row, insert_row, rehash, remove_events, stored_row, tampering
+
+HEAD = 40  # four batches of ten: batches share a timestamp, as group commits do
+
+
+def draft(i: int) -> EventDraft:
+    token = i % 3 != 0
+    return EventDraft(
+        request_id=f"req-{i}", actor_kind="token" if token else "anonymous",
+        actor_token_id=str(uuid.UUID(int=i)) if token else None, actor_agency="BKN" if token else None,
+        action="violation.read" if token else "auth.failed", outcome="success" if i % 5 else "rejected",
+        status_code=200 if i % 5 else 404, method="GET", path=f"/v1/violations/{uuid.UUID(int=i + 1000)}",
+        query='q=ä\t"x"\\&limit=5' if i % 4 == 0 else None, resource_type="violation" if token else None,
+        resource_ids=[str(uuid.UUID(int=i * 7 + k)) for k in range(i % 4)], client_ip="127.0.0.1",
+        user_agent="agent \\ \u2028 😀 \x7f", purpose="tujuan — é" if i % 2 else None,
+        detail={"z": [1, 2.5, None, True], "a": {"ü": "\x01\"", "b": []}} if i % 3 == 0 else {},
+    )
+
+
+@pytest.fixture
+def log(settings: Settings) -> Iterator[str]:
+    engine = make_engine(settings.database_url, pool_size=1)
+    with make_session_factory(engine)() as session:
+        for batch in range(4):
+            begin_write(session)
+            append_events(session, [draft(batch * 10 + i) for i in range(10)])
+            session.commit()
+    engine.dispose()
+    yield settings.database_url
+
+
+def three_ways(db: Session, monkeypatch: pytest.MonkeyPatch, **range_: int) -> list[VerifyResult]:
+    """(reference, raw rows, raw rows in four parts), each in a transaction of its own."""
+    results = []
+    with monkeypatch.context() as m:
+        m.setattr(EventStream, "verify_chain", lambda self, **_: None)  # back to the document walk
+        results.append(service.verify(db, **range_))
+    db.rollback()
+    results.append(service.verify(db, **range_))
+    db.rollback()
+    with monkeypatch.context() as m:
+        m.setattr(stream, "SPLIT_MIN_EVENTS", 1)
+        m.setattr(stream, "_available_cores", lambda: 4)
+        m.setattr(stream, "_start_helper", lambda url, start, end: _InProcessHelper(url, start, end))
+        m.setattr(stream, "_helper_answer", _InProcessHelper.answer)
+        results.append(service.verify(db, **range_))
+    db.rollback()
+    return results
+
+
+class _InProcessHelper:
+    """A helper process stand-in: the same part check on a connection of its own, in this process."""
+
+    stdout = None
+
+    def __init__(self, url: str, start: int, end: int) -> None:
+        self.url, self.start, self.end = url, start, end
+
+    def answer(self) -> tuple[VerifyResult, Any]:
+        engine = make_engine(self.url, pool_size=1)
+        try:
+            with make_session_factory(engine)() as session:
+                return stream.verify_part(session, self.start, self.end)
+        finally:
+            engine.dispose()
+
+    def poll(self) -> int:
+        return 0
+
+    def wait(self) -> int:
+        return 0
+
+
+def same_answer(results: list[VerifyResult]) -> VerifyResult:
+    reference, *fast = results
+    for result in fast:
+        assert result == reference
+    return reference
+
+
+def set_column(seq: int, **values: Any) -> Callable[[Connection], None]:
+    return lambda conn: conn.execute(update(EVENTS).where(EVENTS.c.seq == seq).values(**values)) and None
+
+
+def set_raw(seq: int, sql: str) -> Callable[[Connection], None]:
+    statement = f"UPDATE audit_events SET {sql} WHERE seq = {seq}"  # noqa: S608 - the test's own text
+    return lambda conn: conn.exec_driver_sql(statement) and None
+
+
+def edited_and_rehashed(seq: int, **values: Any) -> Callable[[Connection], None]:
+    def tamper(conn: Connection) -> None:
+        conn.execute(update(EVENTS).where(EVENTS.c.seq == seq).values(**values))
+        rehash(conn, seq)
+    return tamper
+
+
+def rewritten_from(seq: int, **values: Any) -> Callable[[Connection], None]:
+    """Edit an event and recompute every hash after it and the head row: undetectable without a checkpoint."""
+    def tamper(conn: Connection) -> None:
+        conn.execute(update(EVENTS).where(EVENTS.c.seq == seq).values(**values))
+        prev = stored_row(conn, seq - 1)["hash"]
+        for n in range(seq, HEAD + 1):
+            prev = rehash(conn, n, prev_hash=prev)
+        conn.execute(update(ChainHead).where(ChainHead.id == 1).values(seq=HEAD, hash=prev))
+    return tamper
+
+
+def removed(*seqs: int) -> Callable[[Connection], None]:
+    return lambda conn: remove_events(conn, list(seqs))
+
+
+def swapped(a: int, b: int) -> Callable[[Connection], None]:
+    def tamper(conn: Connection) -> None:
+        for old, new in ((a, -1), (b, a), (-1, b)):
+            conn.execute(update(EVENTS).where(EVENTS.c.seq == old).values(seq=new))
+    return tamper
+
+
+def appended_past_the_head(conn: Connection) -> None:
+    insert_row(conn, forged_row(conn, HEAD + 1, prev_hash=stored_row(conn, HEAD)["hash"], template_seq=3))
+
+
+def several(*tampers: Callable[[Connection], None]) -> Callable[[Connection], None]:
+    def tamper(conn: Connection) -> None:
+        for each in tampers:
+            each(conn)
+    return tamper
+
+
+CASES: dict[str, Callable[[Connection], None]] = {
+    "intact": lambda conn: None,
+    "column edited": set_column(7, path="/v1/forged"),
+    "column edited with its hash": edited_and_rehashed(7, client_ip="203.0.113.9"),
+    "rehashed at a part's end": edited_and_rehashed(10, client_ip="203.0.113.9"),
+    "quote and backslash in a column, rehashed": edited_and_rehashed(9, user_agent='a"b\\c\n'),
+    "detail edited": set_column(12, detail={"forged": True}),
+    "resource_ids not a list": set_raw(15, "resource_ids = '5'"),
+    "resource_ids a string, rehashed": edited_and_rehashed(15, resource_ids="abc"),
+    "status_code null, rehashed": edited_and_rehashed(16, status_code=None, method="PUT"),
+    "rewritten from the middle": rewritten_from(18, purpose="hidden"),
+    "removed in the middle": removed(10),
+    "removed at a part's start": removed(11),
+    "removed across parts": removed(10, 11),
+    "a whole part removed": removed(*range(11, 21)),
+    "removed at the end": removed(38, 39, 40),
+    "swapped across parts": swapped(10, 11),
+    "bad in the first and third parts": several(set_column(5, action="x"), set_column(25, action="y")),
+    "bad in the last part": set_column(33, outcome="error"),
+    "appended past the head": appended_past_the_head,
+}
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_fast_paths_answer_as_the_document_walk(
+    log: str, db: Session, monkeypatch: pytest.MonkeyPatch, case: Callable[[Connection], None]
+) -> None:
+    with tampering(log) as conn:
+        case(conn)
+    reference = same_answer(three_ways(db, monkeypatch))
+    assert reference.ok == (case is CASES["intact"] or case is CASES["rewritten from the middle"])
+
+
+def test_timestamps_that_do_not_load_are_bad_events(
+    log: str, db: Session, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tampering(log) as conn:
+        if backend == "sqlite":
+            conn.exec_driver_sql("UPDATE audit_events SET occurred_at = '2026-02-30 10:00:00.000000' "
+                                 "WHERE seq = 21")
+            conn.exec_driver_sql("UPDATE audit_events SET occurred_at = 'garbage' WHERE seq = 30")
+        else:
+            conn.exec_driver_sql("UPDATE audit_events SET occurred_at = occurred_at "
+                                 "+ interval '1 microsecond' WHERE seq = 21")
+    reference = same_answer(three_ways(db, monkeypatch))
+    assert reference.first_invalid_seq == 21
+
+
+def test_values_sqlite_keeps_in_columns_of_another_type(
+    log: str, db: Session, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL columns hold only their own type")
+    with tampering(log) as conn:
+        conn.exec_driver_sql("UPDATE audit_events SET status_code = 'abc', detail = X'7B7D' WHERE seq = 16")
+        rehash(conn, 16)
+        conn.exec_driver_sql("UPDATE audit_events SET status_code = 200.5 WHERE seq = 26")
+        rehash(conn, 26)
+    assert same_answer(three_ways(db, monkeypatch)).first_invalid_seq == 17
+
+
+@pytest.mark.parametrize(("from_seq", "to_seq"), [(1, 40), (12, 33), (31, 40), (40, 40)])
+def test_ranges_answer_as_the_document_walk(
+    log: str, db: Session, monkeypatch: pytest.MonkeyPatch, from_seq: int, to_seq: int
+) -> None:
+    intact = same_answer(three_ways(db, monkeypatch, from_seq=from_seq, to_seq=to_seq))
+    assert intact.ok and intact.checked == to_seq - from_seq + 1
+    with tampering(log) as conn:
+        removed(20, 21)(conn)
+    same_answer(three_ways(db, monkeypatch, from_seq=from_seq, to_seq=to_seq))
+
+
+def test_helper_processes_check_their_parts(log: str, db: Session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real thing: parts checked by `python -m app.audit.stream` processes."""
+    monkeypatch.setattr(stream, "SPLIT_MIN_EVENTS", 1)
+    monkeypatch.setattr(stream, "_available_cores", lambda: 3)
+    intact = service.verify(db)
+    db.rollback()
+    assert intact.ok and intact.checked == HEAD
+    with tampering(log) as conn:
+        set_column(33, outcome="error")(conn)
+    broken = service.verify(db)
+    assert (broken.ok, broken.first_invalid_seq, broken.checked) == (False, 33, 33)
