@@ -40,5 +40,15 @@ lint: $(VENV)/.test-installed
 openapi: $(VENV)/.test-installed
 	$(BIN)/python scripts/export_openapi.py
 
+# SPEC §11 throughput/latency (2 cores, a few minutes; installs wrk if missing). BENCH_ARGS e.g. "--rounds 1".
+bench: $(VENV)/.run-installed
+	BENCH_COMMAND="make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" \
+		$(BIN)/python scripts/bench/run.py $(BENCH_ARGS)
+
+# SPEC §11 scale: 10M audit events per backend (long; needs tens of GB of disk). SCALE_ARGS e.g. "--events 200000".
+bench-scale: $(VENV)/.run-installed
+	BENCH_COMMAND="make bench-scale$(if $(SCALE_ARGS), SCALE_ARGS='$(SCALE_ARGS)')" \
+		$(BIN)/python scripts/bench/scale.py $(SCALE_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

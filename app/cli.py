@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import migrate
+from app.audit import checkpoints
 from app.audit import service as audit_service
-from app.audit.chain import EventDraft, append_events
-from app.auth.jwt import TokenCodec, TokenRejected
+from app.audit.chain import EventDraft, append_events, lock_head
+from app.auth.jwt import TokenCodec
 from app.auth.keys import KeyError_, generate_key_file, load_signing_key
 from app.auth.principal import Scope
+from app.clock import utcnow
 from app.config import Settings, SettingsError, get_settings
 from app.context import generated_request_id
 from app.db import begin_write, make_engine, make_session_factory
@@ -74,7 +77,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     require_head(settings)
     load_signing_key(settings.key_file)  # fail here, clearly, rather than in every worker
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="info", access_log=False, timeout_graceful_shutdown=30, proxy_headers=False)
+                log_level="info", access_log=False, timeout_graceful_shutdown=30, proxy_headers=False,
+                http="app.http_protocol:BoundedHttpToolsProtocol")
     return EXIT_OK
 
 
@@ -124,6 +128,7 @@ def cmd_bootstrap(settings: Settings, _args: argparse.Namespace) -> int:
     """First run only: when no token exists yet, issue a BKN admin token and print it."""
     require_head(settings)
     with _sessions(settings)() as session:
+        begin_write(session)  # count and issue in one write transaction: two first runs issue one token
         if session.scalar(select(func.count()).select_from(ApiToken)):
             _err("tokens exist already; no bootstrap token issued (use `sbt tokens create`)")
             return EXIT_OK
@@ -141,7 +146,7 @@ def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> int:
         if args.agency:
             stmt = stmt.where(ApiToken.agency_code == args.agency)
         for row in session.scalars(stmt):
-            state = "revoked" if row.revoked_at else "active"
+            state = "revoked" if row.revoked_at else "expired" if row.expires_at <= utcnow() else "active"
             print(f"{row.id}  {row.agency_code:<10}  {state:<7}  expires {row.expires_at:%Y-%m-%d}  "
                   f"{' '.join(row.scopes):<40}  {row.name}")
     return EXIT_OK
@@ -169,28 +174,51 @@ def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
-    require_head(settings)
-    checkpoint_seq: int | None = None
-    checkpoint_hash: str | None = None
+    """Exit 0 intact; 1 and `first bad seq: N` on stdout when not; 2 when verification cannot run."""
+    checkpoint: checkpoints.Checkpoint | None = None
     if args.checkpoint:
         try:
-            compact = Path(args.checkpoint).read_text().strip()
-            statement = codec_for(settings).verify_statement(compact, typ="sbt-checkpoint+jws")
-            checkpoint_seq, checkpoint_hash = int(statement["seq"]), str(statement["hash"])
-        except (OSError, TokenRejected, KeyError, ValueError, TypeError) as exc:
+            compact = Path(args.checkpoint).read_text(encoding="utf-8")
+            checkpoint = checkpoints.read_checkpoint(codec_for(settings), compact)
+        except (OSError, UnicodeDecodeError, checkpoints.CheckpointInvalid) as exc:
             _err(f"error: checkpoint {args.checkpoint} is unreadable or not signed by this service: {exc}")
             return EXIT_UNUSABLE
-    with _sessions(settings)() as session:
-        result = audit_service.verify(session)
-        first_bad = result.first_invalid_seq
-        if result.ok and checkpoint_seq is not None:
-            first_bad = audit_service.check_checkpoint(session, checkpoint_seq, checkpoint_hash or "",
-                                                      verified_to=result.head_seq)
-    if first_bad is None:
-        _err(f"ok: {result.checked} events verified, head seq {result.head_seq} hash {result.head_hash}")
+    try:
+        require_head(settings)
+        with _sessions(settings)() as session:
+            result = audit_service.verify(session, checkpoint=checkpoint)
+    except SystemExit as exc:  # require_head's message; exit 1 is reserved for a broken chain
+        _err(str(exc))
+        return EXIT_UNUSABLE
+    except SQLAlchemyError as exc:
+        _err(f"error: cannot read the audit log: {type(exc).__name__}")
+        return EXIT_UNUSABLE
+    if result.ok:
+        against = f"; checkpoint seq {checkpoint.seq} holds" if checkpoint else ""
+        _err(f"ok: {result.checked} events verified, head seq {result.head_seq} "
+             f"hash {result.head_hash}{against}")
         return EXIT_OK
-    print(f"first bad seq: {first_bad}")
+    print(f"first bad seq: {result.first_invalid_seq}")
     return EXIT_FAILED
+
+
+def cmd_audit_checkpoint(settings: Settings, _args: argparse.Namespace) -> int:
+    """Print a signed checkpoint of the chain head on stdout (so `> FILE` keeps it) and record it."""
+    require_head(settings)
+    with _sessions(settings)() as session:
+        begin_write(session)
+        head = lock_head(session)
+        try:
+            row = checkpoints.issue_checkpoint(session, codec_for(settings), seq=head.seq, hash_=head.hash)
+        except checkpoints.ChainHeadMismatch as exc:
+            _err(f"error: {exc.detail}")
+            return EXIT_UNUSABLE
+        append_events(session, [cli_event("audit.checkpoint", resource_type="audit_checkpoint", detail={
+            "checkpoint_id": row.id, "seq": row.seq, "hash": row.hash})])
+        session.commit()
+    _err(f"checkpoint {row.id}: seq {row.seq} hash {row.hash} issued {row.issued_at:%Y-%m-%dT%H:%M:%SZ}")
+    print(row.jws)
+    return EXIT_OK
 
 
 def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -207,6 +235,25 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
         out = sys.stdout.buffer
         for document in audit_service.iter_documents(session, to_seq=to_seq, since=since, until=until):
             out.write(json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+    return EXIT_OK
+
+
+# --- demo data (sbt demo seed) --------------------------------------------------------------------
+
+def cmd_demo_seed(settings: Settings, args: argparse.Namespace) -> int:
+    """Realistic cases made by running the real workflow; each step is audited as a CLI action."""
+    from app.violations import demo
+
+    if settings.env == "production":
+        _err("error: refusing to seed demo cases into a production database (SBT_ENV=production)")
+        return EXIT_UNUSABLE
+    if args.cases < 1:
+        _err("error: --cases must be at least 1")
+        return EXIT_UNUSABLE
+    require_head(settings)
+    reached = demo.seed(_sessions(settings), cases=args.cases, follow_up_days=settings.follow_up_days,
+                        event=cli_event, seed=args.seed)
+    _err(f"seeded {args.cases} demo cases: " + ", ".join(f"{s} {n}" for s, n in sorted(reached.items())))
     return EXIT_OK
 
 
@@ -258,10 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id")
     revoke.set_defaults(handler=cmd_tokens_revoke)
 
+    demo = groups.add_parser("demo", help="demo data").add_subparsers(dest="command", required=True)
+    demo_seed = demo.add_parser("seed", help="create realistic cases by running the real workflow")
+    demo_seed.add_argument("--cases", type=int, default=100)
+    demo_seed.add_argument("--seed", type=int, default=2024, help="random seed (same seed, same cases)")
+    demo_seed.set_defaults(handler=cmd_demo_seed)
+
     audit = groups.add_parser("audit", help="the audit log").add_subparsers(dest="command", required=True)
-    verify = audit.add_parser("verify", help="verify the hash chain (exit 1 and `first bad seq: N` if broken)")
+    verify = audit.add_parser(
+        "verify", help="verify the hash chain (exit 1 and `first bad seq: N` if broken, 2 if unusable)")
     verify.add_argument("--checkpoint", help="file holding a signed checkpoint (compact JWS)")
     verify.set_defaults(handler=cmd_audit_verify)
+    checkpoint = audit.add_parser(
+        "checkpoint", help="print a signed checkpoint of the chain head (compact JWS) and record it")
+    checkpoint.set_defaults(handler=cmd_audit_checkpoint)
     export = audit.add_parser("export", help="write events as NDJSON to stdout")
     export.add_argument("--since", type=_timestamp)
     export.add_argument("--until", type=_timestamp)

@@ -68,7 +68,16 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(path.split("?", 1)[0])
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 20) -> Engine:
+# The service's default pools. A request holds its connection from the token check until its response
+# starts, so as many connections are in use as requests are in flight. Past pool_size, an extra connection
+# is opened, and closed again when returned, at every peak; on SQLite each reopening also re-runs the
+# PRAGMAs below (at 32 concurrent reads, one checkout in four reconnected with 20). A SQLite connection is
+# only a file handle and its page cache, so keep enough of them.
+SQLITE_POOL_SIZE = 64
+POOL_SIZE = 20
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int | None = None) -> Engine:
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path is not None:
@@ -76,14 +85,14 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            pool_size=pool_size,
+            pool_size=SQLITE_POOL_SIZE if pool_size is None else pool_size,
             max_overflow=10,
         )
         _configure_sqlite(engine, sqlite_synchronous)
         return engine
     return create_engine(
         url,
-        pool_size=pool_size,
+        pool_size=POOL_SIZE if pool_size is None else pool_size,
         max_overflow=10,
         pool_pre_ping=True,
         pool_recycle=1800,

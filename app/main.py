@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app import __version__
 from app.agencies.router import router as agencies_router
+from app.audit.checkpoints import start_periodic_checkpoints, stop_periodic_checkpoints
 from app.audit.router import router as audit_router
 from app.config import Settings, get_settings
 from app.errors import AppError, MethodNotAllowed, NotFound, ValidationFailed, problem_response
@@ -24,6 +27,7 @@ from app.ops import router as ops_router
 from app.routing import BEARER_SCHEME, context_of, gate
 from app.runtime import Runtime
 from app.tokens.router import router as tokens_router
+from app.violations.router import router as violations_router
 
 DESCRIPTION = """The API through which BKN, Bawaslu, KemenPAN-RB, KASN and Kemendagri share records of
 civil servants' political-neutrality violations. Every request under `/v1` is written to an append-only,
@@ -49,6 +53,19 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(error, context_of(request).request_id)
 
 
+_HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every documented method on this path (Starlette's 405 names only the first matching route's)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, request.scope["path"]):
+            methods |= {method.upper() for method in operations if method in _HTTP_METHODS}
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """Router-level 404/405. Under /v1 the token is checked first, so paths are not revealed to strangers."""
     assert isinstance(exc, StarletteHTTPException)
@@ -63,7 +80,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = NotFound(f"no such path: {request.url.path}")
     elif exc.status_code == 405:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
-        error.headers = dict(exc.headers or {})
+        error.headers = {"Allow": _allowed_methods(request)}
     else:
         error = AppError(str(exc.detail), status=exc.status_code, code="http_error", title="HTTP error")
     return problem_response(error, ctx.request_id)
@@ -77,7 +94,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        checkpoint_task = start_periodic_checkpoints(runtime)
         yield
+        await stop_periodic_checkpoints(checkpoint_task)
         await runtime.close()
 
     app = FastAPI(
@@ -89,11 +108,22 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         redoc_url=None,
     )
     app.state.runtime = runtime
-    for router in (agencies_router, tokens_router, audit_router, ops_router):
+    for router in (agencies_router, tokens_router, violations_router, audit_router, ops_router):
         app.include_router(router)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    if settings.cors_origins:
+        # Inside the edge, so preflights get a request id and security headers and are audited too.
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key",
+                           "X-Request-ID", "X-Purpose"],
+            expose_headers=["ETag", "Location", "Retry-After", "X-Request-ID", "RateLimit-Limit",
+                            "RateLimit-Remaining", "RateLimit-Reset"],
+            max_age=600,
+        )
     app.add_middleware(EdgeMiddleware, runtime=runtime)
 
     def openapi() -> dict[str, Any]:
