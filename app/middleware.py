@@ -19,7 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit.chain import EventDraft, append_events, outcome_for
-from app.audit.writer import touch_tokens
+from app.audit.writer import last_use_is_stale, touch_tokens
 from app.context import RequestContext, generated_request_id
 from app.errors import AppError, InternalError, ServiceUnavailable, problem_response
 from app.runtime import Runtime
@@ -52,6 +52,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def _storable(text: str) -> str:
+    """Client-chosen text as the audit log can keep it: PostgreSQL text holds no NUL character, and an
+    event that cannot be stored would turn a hostile request into an unaudited 503."""
+    return text.replace("\x00", "\ufffd")
 
 
 class EdgeMiddleware:
@@ -111,7 +117,8 @@ class EdgeMiddleware:
                     error = ServiceUnavailable("the database is unavailable; try again shortly")
                     log.warning("database unavailable (request_id=%s): %s", request_id, type(exc).__name__)
                 else:
-                    error = InternalError("an unexpected error occurred; quote the request id when reporting it")
+                    error = InternalError(
+                        "an unexpected error occurred; quote the request id when reporting it")
                     log.exception("unhandled error (request_id=%s)", request_id)
                 await problem_response(error, request_id)(scope, receive, send_wrapper)
         finally:
@@ -168,7 +175,8 @@ class EdgeMiddleware:
     async def _commit(self, ctx: RequestContext, scope: Scope, status: int) -> None:
         draft = self._draft(ctx, scope, status)
         principal = ctx.principal
-        touch = principal.token_id if principal is not None else None
+        # last_used_at is kept to the minute; skip the UPDATE when the token row is already that fresh.
+        touch = principal.token_id if principal is not None and last_use_is_stale(principal) else None
         session = ctx.session
         if session is not None and ctx.write_tx and status < 400:
             # A successful write: its change, its feed entries and its event commit together.
@@ -191,7 +199,12 @@ class EdgeMiddleware:
                 self._release(ctx)
             return
         if session is not None:
-            await anyio.to_thread.run_sync(session.rollback)
+            if self.runtime.settings.is_sqlite:
+                # Ending an in-process SQLite transaction never waits on a lock or the network; a thread
+                # hand-off would cost more than the call.
+                session.rollback()
+            else:
+                await anyio.to_thread.run_sync(session.rollback)
             self._release(ctx)
         await self.runtime.audit_writer.append(draft, touch_token=touch)
 
@@ -216,14 +229,14 @@ class EdgeMiddleware:
             action="auth.failed" if ctx.auth_failed else ctx.audit.action,
             outcome=outcome_for(status),
             status_code=status,
-            method=scope["method"],
-            path=scope["path"],
-            query=query,
+            method=_storable(scope["method"])[:16],
+            path=_storable(scope["path"]),
+            query=_storable(query) if query else None,
             resource_type=ctx.audit.resource_type,
             resource_ids=ctx.audit.resource_ids,
             client_ip=client[0] if client else None,
-            user_agent=user_agent[:512] if user_agent else None,
-            purpose=ctx.purpose,
+            user_agent=_storable(user_agent[:512]) if user_agent else None,
+            purpose=_storable(ctx.purpose) if ctx.purpose else None,
             detail=ctx.audit.detail,
         )
 

@@ -47,8 +47,12 @@ class Problem(BaseModel):
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route: the given problem statuses plus the 503 every /v1 route can give."""
+    """`responses=` for a route: the given problem statuses plus the 503 every /v1 route can give.
+
+    A route that can answer 413 takes a body, so it can also answer 415 (a body that is not JSON).
+    """
     out: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({*statuses, 503}):
+    implied = {415} if 413 in statuses else set()
+    for status in sorted({*statuses, *implied, 503}):
         out[status] = {"description": _TITLES[status], "model": Problem, "content": {PROBLEM_JSON: {}}}
     return out

@@ -1,8 +1,10 @@
 """The gate every /v1 route passes before FastAPI reads the body, and the typed dependency aliases.
 
 The gate runs the checks that SPEC §5 ranks first, in that order: 401 (token), 403 (scope, inactive
-agency), 429 (rate limit), 413 (body size). Each route declares its audit action and required scope in
-`openapi_extra`, so both are also visible in the published OpenAPI document.
+agency), 429 (rate limit), 413 (body size), then the input screening of app/inputs.py (415, 422) —
+except that an address over the failed-authentication limit gets 429 before its token is even looked
+at (SPEC §12). Each route declares its audit action and required scope in `openapi_extra`, so both are
+also visible in the published OpenAPI document.
 """
 
 from __future__ import annotations
@@ -21,8 +23,18 @@ from app.auth.jwt import TokenRejected
 from app.auth.principal import Principal, Scope, load_principal
 from app.context import AuditDraft, RequestContext
 from app.db import begin_write
-from app.errors import AgencyInactive, InsufficientScope, InvalidToken, PayloadTooLarge, ValidationFailed
+from app.errors import (
+    AgencyInactive,
+    AppError,
+    InsufficientScope,
+    InvalidToken,
+    PayloadTooLarge,
+    RateLimited,
+    ValidationFailed,
+)
+from app.inputs import InputRules, check_json_body, check_url
 from app.middleware import WRITE_METHODS
+from app.ratelimit import Quota, RateLimiter
 from app.runtime import Runtime
 
 MAX_PURPOSE_CHARS = 200
@@ -65,8 +77,34 @@ async def open_session(request: Request) -> Session:
     return ctx.session
 
 
+def rate_limiter_of(request: Request) -> RateLimiter | None:
+    limiter = runtime_of(request).extras.get("rate_limiter")
+    return limiter if isinstance(limiter, RateLimiter) else None
+
+
 async def authenticate(request: Request, ctx: RequestContext) -> Principal:
-    """401 unless the bearer token verifies and is live in the database; 403 for an inactive agency."""
+    """401 unless the bearer token verifies and is live in the database.
+
+    An address that failed authentication too often gets 429 first, before any signature check or
+    database work (SPEC §12 "Floods"); each failure counts towards that limit.
+    """
+    limiter = rate_limiter_of(request)
+    if limiter is None:
+        return await _verify_bearer(request, ctx)
+    address = request.client.host if request.client else "unknown"
+    try:
+        limiter.check_address(address)
+    except RateLimited:
+        ctx.audit.detail = {"reason": "too many failed authentications from this address"}
+        raise
+    try:
+        return await _verify_bearer(request, ctx)
+    except InvalidToken:
+        await limiter.record_auth_failure(address)
+        raise
+
+
+async def _verify_bearer(request: Request, ctx: RequestContext) -> Principal:
     header = request.headers.get("authorization")
     if header is None:
         ctx.auth_failed = True
@@ -93,7 +131,8 @@ async def authenticate(request: Request, ctx: RequestContext) -> Principal:
     return principal
 
 
-async def gate(request: Request, scope: str | None) -> None:
+async def gate(request: Request, scope: str | None, *, rules: InputRules | None = None) -> Quota | None:
+    """Run the ranked checks; returns the token's rate-limit quota (for the RateLimit-* headers)."""
     ctx = context_of(request)
     principal = await authenticate(request, ctx)
     if scope is not None and scope not in principal.scopes:
@@ -103,12 +142,25 @@ async def gate(request: Request, scope: str | None) -> None:
         )
     if not principal.agency_active:
         raise AgencyInactive(f"agency {principal.agency} is inactive; its tokens can no longer act")
-    limiter = runtime_of(request).extras.get("rate_limiter")
-    if limiter is not None:
-        limiter.hit_token(principal.token_id)  # type: ignore[attr-defined]
+    limiter = rate_limiter_of(request)
+    quota = await limiter.hit_token(principal.token_id) if limiter is not None else None
+    try:
+        await _check_request(request, ctx, rules)
+    except AppError as refused:
+        if quota is not None:
+            refused.headers.update(quota.headers())
+        raise
+    return quota
+
+
+async def _check_request(request: Request, ctx: RequestContext, rules: InputRules | None) -> None:
+    """413, then the input screening of app/inputs.py, then X-Purpose."""
     if ctx.body_too_large:
         limit = runtime_of(request).settings.max_body_bytes
         raise PayloadTooLarge(f"request bodies are limited to {limit} bytes")
+    if rules is not None and rules.takes_body:
+        await check_json_body(request, rules.body)
+    check_url(request, rules)
     purpose = request.headers.get("x-purpose")
     if purpose is not None:
         if len(purpose) > MAX_PURPOSE_CHARS:
@@ -127,11 +179,20 @@ class AuditedRoute(APIRoute):
         extra = self.openapi_extra or {}
         action: str = extra.get("x-audit-action", "request")
         scope: str | None = extra.get("x-required-scope")
+        rules = InputRules.for_route(self)
 
         async def gated(request: Request) -> Response:
             context_of(request).audit.action = action
-            await gate(request, scope)
-            return await handler(request)
+            quota = await gate(request, scope, rules=rules)
+            if quota is None:
+                return await handler(request)
+            try:
+                response = await handler(request)
+            except AppError as refused:  # the route's own 404, 409, 412, … carry the quota as well
+                refused.headers.update(quota.headers())
+                raise
+            response.headers.update(quota.headers())
+            return response
 
         return gated
 
@@ -140,18 +201,24 @@ async def _session_dep(request: Request) -> Session:
     return await open_session(request)
 
 
-def _principal_dep(request: Request) -> Principal:
+# The dependencies below are `async def` on purpose: FastAPI runs a plain `def` dependency in the
+# threadpool, and a thread hand-off per trivial lookup was a measurable share of a cheap request.
+async def _runtime_dep(request: Request) -> Runtime:
+    return runtime_of(request)
+
+
+async def _principal_dep(request: Request) -> Principal:
     principal = context_of(request).principal
     if principal is None:  # only reachable for a route mounted without the gate
         raise InvalidToken("no bearer token given", missing=True)
     return principal
 
 
-def _audit_dep(request: Request) -> AuditDraft:
+async def _audit_dep(request: Request) -> AuditDraft:
     return context_of(request).audit
 
 
 SessionDep = Annotated[Session, Depends(_session_dep)]
 PrincipalDep = Annotated[Principal, Depends(_principal_dep)]
 AuditDep = Annotated[AuditDraft, Depends(_audit_dep)]
-RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+RuntimeDep = Annotated[Runtime, Depends(_runtime_dep)]

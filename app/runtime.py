@@ -12,6 +12,7 @@ from app.auth.jwt import TokenCodec
 from app.auth.keys import load_signing_key
 from app.config import Settings
 from app.db import make_engine, make_session_factory
+from app.ratelimit import RateLimiter
 
 
 @dataclass
@@ -31,8 +32,13 @@ class Runtime:
         key = load_signing_key(settings.key_file)
         codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
         write_lock = WriteLock(enabled=settings.is_sqlite)
-        return cls(settings, engine, sessions, codec, write_lock, AuditWriter(sessions, write_lock))
+        runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(sessions, write_lock))
+        runtime.extras["rate_limiter"] = RateLimiter.from_settings(settings)
+        return runtime
 
     async def close(self) -> None:
         await self.audit_writer.close()
+        limiter = self.extras.get("rate_limiter")
+        if isinstance(limiter, RateLimiter):
+            await limiter.close()
         self.engine.dispose()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from app.audit import canonical
@@ -120,6 +120,11 @@ def append_events(
     The head row stays locked until the caller commits, which is what keeps concurrent writers in
     several processes on one unforked chain and keeps feed positions in commit order.
     """
+    if isinstance(conn, Session):
+        # Core on the session's connection (the ORM's bulk path cost more than the inserts); flush
+        # first so the change this event records is written before the event.
+        conn.flush()
+        conn = conn.connection()
     head = lock_head(conn)
     seq, prev = head.seq, head.hash
     first_feed_seq = head.feed_seq + 1
@@ -143,14 +148,15 @@ def append_events(
         rows.append(row)
         documents.append(document)
     if rows:
-        conn.execute(insert(AuditEvent), rows)
+        conn.execute(AuditEvent.__table__.insert(), rows)
         links = [{"resource_id": rid, "seq": r["seq"]}
                  for r in rows for rid in dict.fromkeys(r["resource_ids"])]
         if links:
-            conn.execute(insert(AuditEventResource), links)
+            conn.execute(AuditEventResource.__table__.insert(), links)
+    head_table = ChainHead.__table__
     conn.execute(
-        update(ChainHead)
-        .where(ChainHead.id == 1)
+        head_table.update()
+        .where(head_table.c.id == 1)
         .values(seq=seq, hash=prev, feed_seq=head.feed_seq + feed_entries)
     )
     return documents, first_feed_seq

@@ -13,7 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import or_, update
@@ -23,6 +23,9 @@ from app.audit.chain import EventDraft, append_events
 from app.clock import utcnow
 from app.db import begin_write
 from app.tokens.models import ApiToken
+
+if TYPE_CHECKING:
+    from app.auth.principal import Principal
 
 log = logging.getLogger("sbt.audit")
 
@@ -35,6 +38,11 @@ class _Pending:
     draft: EventDraft
     touch_token: uuid.UUID | None
     future: asyncio.Future[dict[str, Any]]
+
+
+def last_use_is_stale(principal: Principal) -> bool:
+    last = principal.last_used_at
+    return last is None or last < utcnow() - timedelta(seconds=LAST_USED_RESOLUTION_S)
 
 
 def touch_tokens(session: Session, token_ids: set[uuid.UUID]) -> None:

@@ -37,7 +37,9 @@ class Principal:
 
 def load_principal(session: Session, token_id: uuid.UUID) -> Principal | None:
     """One round trip: the token row joined with its agency; None when unknown, revoked or expired."""
-    row = session.execute(
+    # Core on the session's connection: this runs on every request, and the ORM layer cost more than
+    # the query itself.
+    row = session.connection().execute(
         select(
             ApiToken.id, ApiToken.agency_code, ApiToken.scopes, ApiToken.expires_at, ApiToken.revoked_at,
             ApiToken.last_used_at, Agency.active, Agency.roles,
