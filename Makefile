@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+# Two workers: most test time waits on databases and server processes, so 2 cores fit 2 workers.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: run test test-slow test-all lint openapi bench bench-scale clean
 
@@ -25,13 +27,13 @@ run: $(VENV)/.run-installed
 	$(BIN)/sbt serve --port $(PORT)
 
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-slow: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m slow
 
 test-all: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -m ''
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m ''
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check app tests scripts migrations
