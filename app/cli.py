@@ -50,20 +50,33 @@ def require_head(settings: Settings) -> None:
         engine.dispose()
 
 
-def cli_event(action: str, *, resource_type: str | None = None, resource_ids: Sequence[str] = (),
-              detail: dict[str, Any] | None = None) -> EventDraft:
+def cli_event(
+    action: str,
+    *,
+    resource_type: str | None = None,
+    resource_ids: Sequence[str] = (),
+    detail: dict[str, Any] | None = None,
+) -> EventDraft:
     """CLI events: actor kind `cli`, outcome success, and no HTTP fields."""
-    return EventDraft(request_id=f"cli-{generated_request_id()}", actor_kind="cli", action=action,
-                      outcome="success", resource_type=resource_type, resource_ids=list(resource_ids),
-                      detail=detail or {})
+    return EventDraft(
+        request_id=f"cli-{generated_request_id()}",
+        actor_kind="cli",
+        action=action,
+        outcome="success",
+        resource_type=resource_type,
+        resource_ids=list(resource_ids),
+        detail=detail or {},
+    )
 
 
 def codec_for(settings: Settings) -> TokenCodec:
-    return TokenCodec(load_signing_key(settings.key_file), issuer=settings.jwt_issuer,
-                      audience=settings.jwt_audience)
+    return TokenCodec(
+        load_signing_key(settings.key_file), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
 
 
 # --- commands -------------------------------------------------------------------------------------
+
 
 def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     migrate.upgrade(settings.database_url)
@@ -76,9 +89,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     require_head(settings)
     load_signing_key(settings.key_file)  # fail here, clearly, rather than in every worker
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port, workers=args.workers,
-                log_level="info", access_log=False, timeout_graceful_shutdown=30, proxy_headers=False,
-                http="app.http_protocol:BoundedHttpToolsProtocol")
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        proxy_headers=False,
+        http="app.http_protocol:BoundedHttpToolsProtocol",
+    )
     return EXIT_OK
 
 
@@ -96,11 +118,28 @@ def cmd_keys_generate(settings: Settings, args: argparse.Namespace) -> int:
 def issue_token_offline(settings: Settings, session: Session, data: TokenCreate) -> tuple[ApiToken, str]:
     """Issue a token straight in the database (the bootstrap path), audited as a CLI action."""
     begin_write(session)
-    row, value = token_service.create_token(session=session, codec=codec_for(settings), data=data,
-                                            created_by="cli", max_days=settings.token_max_days)
-    append_events(session, [cli_event("token.create", resource_type="token", resource_ids=[str(row.id)],
-                                      detail={"agency": row.agency_code, "scopes": row.scopes,
-                                              "expires_at": row.expires_at.isoformat()})])
+    row, value = token_service.create_token(
+        session=session,
+        codec=codec_for(settings),
+        data=data,
+        created_by="cli",
+        max_days=settings.token_max_days,
+    )
+    append_events(
+        session,
+        [
+            cli_event(
+                "token.create",
+                resource_type="token",
+                resource_ids=[str(row.id)],
+                detail={
+                    "agency": row.agency_code,
+                    "scopes": row.scopes,
+                    "expires_at": row.expires_at.isoformat(),
+                },
+            )
+        ],
+    )
     session.commit()
     return row, value
 
@@ -108,8 +147,9 @@ def issue_token_offline(settings: Settings, session: Session, data: TokenCreate)
 def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     require_head(settings)
     try:
-        data = TokenCreate(agency=args.agency, name=args.name, scopes=args.scope,
-                           expires_in_days=args.expires_in_days)
+        data = TokenCreate(
+            agency=args.agency, name=args.name, scopes=args.scope, expires_in_days=args.expires_in_days
+        )
     except ValueError as exc:
         _err(f"error: {exc}")
         return EXIT_UNUSABLE
@@ -119,7 +159,10 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
         except AppError as exc:
             _err(f"error: {'; '.join(e['msg'] for e in exc.errors or []) or exc.detail}")
             return EXIT_UNUSABLE
-    _err(f"token {row.id} for {row.agency_code} scopes={' '.join(row.scopes)} expires {row.expires_at:%Y-%m-%d}")
+    _err(
+        f"token {row.id} for {row.agency_code} scopes={' '.join(row.scopes)} "
+        f"expires {row.expires_at:%Y-%m-%d}"
+    )
     print(value)
     return EXIT_OK
 
@@ -147,8 +190,10 @@ def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> int:
             stmt = stmt.where(ApiToken.agency_code == args.agency)
         for row in session.scalars(stmt):
             state = "revoked" if row.revoked_at else "expired" if row.expires_at <= utcnow() else "active"
-            print(f"{row.id}  {row.agency_code:<10}  {state:<7}  expires {row.expires_at:%Y-%m-%d}  "
-                  f"{' '.join(row.scopes):<40}  {row.name}")
+            print(
+                f"{row.id}  {row.agency_code:<10}  {state:<7}  expires {row.expires_at:%Y-%m-%d}  "
+                f"{' '.join(row.scopes):<40}  {row.name}"
+            )
     return EXIT_OK
 
 
@@ -166,8 +211,17 @@ def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
         except AppError as exc:
             _err(f"error: {exc.detail}")
             return EXIT_UNUSABLE
-        append_events(session, [cli_event("token.revoke", resource_type="token", resource_ids=[str(token_id)],
-                                          detail={"already_revoked": not changed})])
+        append_events(
+            session,
+            [
+                cli_event(
+                    "token.revoke",
+                    resource_type="token",
+                    resource_ids=[str(token_id)],
+                    detail={"already_revoked": not changed},
+                )
+            ],
+        )
         session.commit()
     _err(f"token {token_id} revoked" if changed else f"token {token_id} was already revoked")
     return EXIT_OK
@@ -195,8 +249,10 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     if result.ok:
         against = f"; checkpoint seq {checkpoint.seq} holds" if checkpoint else ""
-        _err(f"ok: {result.checked} events verified, head seq {result.head_seq} "
-             f"hash {result.head_hash}{against}")
+        _err(
+            f"ok: {result.checked} events verified, head seq {result.head_seq} "
+            f"hash {result.head_hash}{against}"
+        )
         return EXIT_OK
     print(f"first bad seq: {result.first_invalid_seq}")
     return EXIT_FAILED
@@ -213,8 +269,16 @@ def cmd_audit_checkpoint(settings: Settings, _args: argparse.Namespace) -> int:
         except checkpoints.ChainHeadMismatch as exc:
             _err(f"error: {exc.detail}")
             return EXIT_UNUSABLE
-        append_events(session, [cli_event("audit.checkpoint", resource_type="audit_checkpoint", detail={
-            "checkpoint_id": row.id, "seq": row.seq, "hash": row.hash})])
+        append_events(
+            session,
+            [
+                cli_event(
+                    "audit.checkpoint",
+                    resource_type="audit_checkpoint",
+                    detail={"checkpoint_id": row.id, "seq": row.seq, "hash": row.hash},
+                )
+            ],
+        )
         session.commit()
     _err(f"checkpoint {row.id}: seq {row.seq} hash {row.hash} issued {row.issued_at:%Y-%m-%dT%H:%M:%SZ}")
     print(row.jws)
@@ -228,9 +292,19 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
         to_seq, _ = audit_service.head(session)
         begin_write(session)
         # Reading the whole log is itself recorded, before anything is printed.
-        append_events(session, [cli_event("audit.export", detail={
-            "since": since.isoformat() if since else None, "until": until.isoformat() if until else None,
-            "to_seq": to_seq})])
+        append_events(
+            session,
+            [
+                cli_event(
+                    "audit.export",
+                    detail={
+                        "since": since.isoformat() if since else None,
+                        "until": until.isoformat() if until else None,
+                        "to_seq": to_seq,
+                    },
+                )
+            ],
+        )
         session.commit()
         out = sys.stdout.buffer
         for document in audit_service.iter_documents(session, to_seq=to_seq, since=since, until=until):
@@ -239,6 +313,7 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # --- demo data (sbt demo seed) --------------------------------------------------------------------
+
 
 def cmd_demo_seed(settings: Settings, args: argparse.Namespace) -> int:
     """Realistic cases made by running the real workflow; each step is audited as a CLI action."""
@@ -251,13 +326,19 @@ def cmd_demo_seed(settings: Settings, args: argparse.Namespace) -> int:
         _err("error: --cases must be at least 1")
         return EXIT_UNUSABLE
     require_head(settings)
-    reached = demo.seed(_sessions(settings), cases=args.cases, follow_up_days=settings.follow_up_days,
-                        event=cli_event, seed=args.seed)
+    reached = demo.seed(
+        _sessions(settings),
+        cases=args.cases,
+        follow_up_days=settings.follow_up_days,
+        event=cli_event,
+        seed=args.seed,
+    )
     _err(f"seeded {args.cases} demo cases: " + ", ".join(f"{s} {n}" for s, n in sorted(reached.items())))
     return EXIT_OK
 
 
 # --- parsing --------------------------------------------------------------------------------------
+
 
 def _timestamp(value: str) -> Any:
     from datetime import UTC, datetime
@@ -275,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = groups.add_parser("db", help="database schema").add_subparsers(dest="command", required=True)
     db.add_parser("upgrade", help="migrate the database to the latest schema (idempotent)").set_defaults(
-        handler=cmd_db_upgrade)
+        handler=cmd_db_upgrade
+    )
 
     serve = groups.add_parser("serve", help="serve the API")
     serve.add_argument("--host", default="127.0.0.1")
@@ -289,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(handler=cmd_keys_generate)
 
     groups.add_parser("bootstrap", help="print a first admin token if no token exists yet").set_defaults(
-        handler=cmd_bootstrap)
+        handler=cmd_bootstrap
+    )
 
     tokens = groups.add_parser("tokens", help="access tokens").add_subparsers(dest="command", required=True)
     create = tokens.add_parser("create", help="issue a token; prints only the token on stdout")
@@ -313,11 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = groups.add_parser("audit", help="the audit log").add_subparsers(dest="command", required=True)
     verify = audit.add_parser(
-        "verify", help="verify the hash chain (exit 1 and `first bad seq: N` if broken, 2 if unusable)")
+        "verify", help="verify the hash chain (exit 1 and `first bad seq: N` if broken, 2 if unusable)"
+    )
     verify.add_argument("--checkpoint", help="file holding a signed checkpoint (compact JWS)")
     verify.set_defaults(handler=cmd_audit_verify)
     checkpoint = audit.add_parser(
-        "checkpoint", help="print a signed checkpoint of the chain head (compact JWS) and record it")
+        "checkpoint", help="print a signed checkpoint of the chain head (compact JWS) and record it"
+    )
     checkpoint.set_defaults(handler=cmd_audit_checkpoint)
     export = audit.add_parser("export", help="write events as NDJSON to stdout")
     export.add_argument("--since", type=_timestamp)

@@ -110,15 +110,18 @@ def test_production_starts_with_an_existing_key_file(monkeypatch: pytest.MonkeyP
     assert (settings.env, settings.key_file) == ("production", key)
 
 
-@pytest.mark.parametrize(("name", "value", "field"), [
-    ("SBT_MAX_BODY_BYTES", "abc", "max_body_bytes"),
-    ("SBT_MAX_BODY_BYTES", "-1", "max_body_bytes"),
-    ("SBT_TOKEN_MAX_DAYS", "0", "token_max_days"),
-    ("SBT_TOKEN_MAX_DAYS", "a year", "token_max_days"),
-    ("SBT_FOLLOW_UP_DAYS", "1.5", "follow_up_days"),
-    ("SBT_ENV", "staging", "env"),
-    ("SBT_DATABASE_URL", "mysql://root@localhost/sbt", "database_url"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "field"),
+    [
+        ("SBT_MAX_BODY_BYTES", "abc", "max_body_bytes"),
+        ("SBT_MAX_BODY_BYTES", "-1", "max_body_bytes"),
+        ("SBT_TOKEN_MAX_DAYS", "0", "token_max_days"),
+        ("SBT_TOKEN_MAX_DAYS", "a year", "token_max_days"),
+        ("SBT_FOLLOW_UP_DAYS", "1.5", "follow_up_days"),
+        ("SBT_ENV", "staging", "env"),
+        ("SBT_DATABASE_URL", "mysql://root@localhost/sbt", "database_url"),
+    ],
+)
 def test_a_bad_value_is_a_clear_error(
     name: str, value: str, field: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -132,7 +135,9 @@ def test_a_bad_value_is_a_clear_error(
     cli_refuses(capsys, "invalid configuration", name)
 
 
-def test_a_lower_case_typo_is_caught_too(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_lower_case_typo_is_caught_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # pydantic-settings reads names case-insensitively, so `sbt_…` would otherwise slip through.
     monkeypatch.setenv("sbt_max_body_byte", "5")
     with pytest.raises(SettingsError, match="sbt_max_body_byte"):

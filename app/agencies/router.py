@@ -16,8 +16,13 @@ router = APIRouter(prefix="/v1/agencies", tags=["agencies"], route_class=Audited
 AgencyCodePath = Annotated[str, Path(max_length=32, description="Agency code, e.g. BKN")]
 
 
-@router.get("", operation_id="listAgencies", response_model=AgencyList,
-            openapi_extra=endpoint("agency.list", None), responses=error_responses(401, 403, 429))
+@router.get(
+    "",
+    operation_id="listAgencies",
+    response_model=AgencyList,
+    openapi_extra=endpoint("agency.list", None),
+    responses=error_responses(401, 403, 429),
+)
 def list_agencies(session: SessionDep, audit: AuditDep) -> AgencyList:
     """List every agency with its roles and whether it is active."""
     agencies = service.list_agencies(session=session)
@@ -25,9 +30,14 @@ def list_agencies(session: SessionDep, audit: AuditDep) -> AgencyList:
     return AgencyList(items=[AgencyOut.model_validate(a) for a in agencies])
 
 
-@router.post("", operation_id="createAgency", status_code=201, response_model=AgencyOut,
-             openapi_extra=endpoint("agency.create", Scope.ADMIN),
-             responses=error_responses(401, 403, 409, 413, 422, 429))
+@router.post(
+    "",
+    operation_id="createAgency",
+    status_code=201,
+    response_model=AgencyOut,
+    openapi_extra=endpoint("agency.create", Scope.ADMIN),
+    responses=error_responses(401, 403, 409, 413, 422, 429),
+)
 def create_agency(data: AgencyCreate, session: SessionDep, audit: AuditDep) -> AgencyOut:
     """Add an agency to the roster (admin)."""
     agency = service.create_agency(session=session, data=data)
@@ -36,10 +46,16 @@ def create_agency(data: AgencyCreate, session: SessionDep, audit: AuditDep) -> A
     return AgencyOut.model_validate(agency)
 
 
-@router.patch("/{code}", operation_id="updateAgency", response_model=AgencyOut,
-              openapi_extra=endpoint("agency.update", Scope.ADMIN),
-              responses=error_responses(401, 403, 404, 413, 422, 429))
-def update_agency(code: AgencyCodePath, data: AgencyUpdate, session: SessionDep, audit: AuditDep) -> AgencyOut:
+@router.patch(
+    "/{code}",
+    operation_id="updateAgency",
+    response_model=AgencyOut,
+    openapi_extra=endpoint("agency.update", Scope.ADMIN),
+    responses=error_responses(401, 403, 404, 413, 422, 429),
+)
+def update_agency(
+    code: AgencyCodePath, data: AgencyUpdate, session: SessionDep, audit: AuditDep
+) -> AgencyOut:
     """Rename an agency, change its roles, or (de)activate it (admin). Records and history stay."""
     audit.touch("agency", code)
     agency, changes = service.update_agency(session=session, code=code, data=data)

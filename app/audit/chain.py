@@ -6,9 +6,9 @@ import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 from sqlalchemy.orm import Session
 
 from app.audit import canonical
@@ -18,6 +18,11 @@ from app.audit.models import GENESIS_HASH, AuditEvent, AuditEventResource, Chain
 from app.clock import format_instant, utcnow
 
 EVENT_COLUMNS = [c.name for c in AuditEvent.__table__.columns]
+
+# The tables behind the models, for Core statements on the hot path.
+_EVENTS = cast(Table, AuditEvent.__table__)
+_RESOURCES = cast(Table, AuditEventResource.__table__)
+_HEAD = cast(Table, ChainHead.__table__)
 
 
 @dataclass
@@ -148,15 +153,14 @@ def append_events(
         rows.append(row)
         documents.append(document)
     if rows:
-        conn.execute(AuditEvent.__table__.insert(), rows)
+        conn.execute(_EVENTS.insert(), rows)
         links = [{"resource_id": rid, "seq": r["seq"]}
                  for r in rows for rid in dict.fromkeys(r["resource_ids"])]
         if links:
-            conn.execute(AuditEventResource.__table__.insert(), links)
-    head_table = ChainHead.__table__
+            conn.execute(_RESOURCES.insert(), links)
     conn.execute(
-        head_table.update()
-        .where(head_table.c.id == 1)
+        _HEAD.update()
+        .where(_HEAD.c.id == 1)
         .values(seq=seq, hash=prev, feed_seq=head.feed_seq + feed_entries)
     )
     return documents, first_feed_seq

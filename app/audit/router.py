@@ -34,9 +34,13 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@router.get("/events", operation_id="listAuditEvents", response_model=AuditEventPage,
-            openapi_extra=endpoint("audit.query", Scope.AUDIT_READ),
-            responses=error_responses(401, 403, 422, 429))
+@router.get(
+    "/events",
+    operation_id="listAuditEvents",
+    response_model=AuditEventPage,
+    openapi_extra=endpoint("audit.query", Scope.AUDIT_READ),
+    responses=error_responses(401, 403, 422, 429),
+)
 def list_events(
     session: SessionDep,
     audit: AuditDep,
@@ -53,17 +57,29 @@ def list_events(
 ) -> AuditEventPage:
     """Filter the access log; newest first unless `order=asc`."""
     items, next_cursor = service.list_events(
-        session=session, agency=agency, token_id=str(token_id) if token_id else None, action=action,
-        outcome=outcome, resource_id=str(resource_id) if resource_id else None, since=_utc(since),
-        until=_utc(until), descending=order == "desc", limit=limit, cursor=cursor,
+        session=session,
+        agency=agency,
+        token_id=str(token_id) if token_id else None,
+        action=action,
+        outcome=outcome,
+        resource_id=str(resource_id) if resource_id else None,
+        since=_utc(since),
+        until=_utc(until),
+        descending=order == "desc",
+        limit=limit,
+        cursor=cursor,
     )
     audit.resource_type = "audit_event"
     return AuditEventPage.model_validate({"items": items, "next_cursor": next_cursor})
 
 
-@router.get("/events/{seq}", operation_id="getAuditEvent", response_model=AuditEventOut,
-            openapi_extra=endpoint("audit.read", Scope.AUDIT_READ),
-            responses=error_responses(401, 403, 404, 422, 429))
+@router.get(
+    "/events/{seq}",
+    operation_id="getAuditEvent",
+    response_model=AuditEventOut,
+    openapi_extra=endpoint("audit.read", Scope.AUDIT_READ),
+    responses=error_responses(401, 403, 404, 422, 429),
+)
 def get_event(
     seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], session: SessionDep, audit: AuditDep
 ) -> AuditEventOut:
@@ -73,10 +89,17 @@ def get_event(
     return AuditEventOut.model_validate(service.get_event(session=session, seq=seq))
 
 
-@router.get("/subjects/{nip}", operation_id="getSubjectTrail", response_model=AuditEventPage,
-            openapi_extra=endpoint("audit.subject", Scope.AUDIT_READ), responses=error_responses(401, 403, 422, 429))
+@router.get(
+    "/subjects/{nip}",
+    operation_id="getSubjectTrail",
+    response_model=AuditEventPage,
+    openapi_extra=endpoint("audit.subject", Scope.AUDIT_READ),
+    responses=error_responses(401, 403, 422, 429),
+)
 def subject_trail(
-    nip: Annotated[str, Path(pattern=r"^[0-9]{18}$", description="The civil servant's 18-digit NIP or NI PPPK")],
+    nip: Annotated[
+        str, Path(pattern=r"^[0-9]{18}$", description="The civil servant's 18-digit NIP or NI PPPK")
+    ],
     session: SessionDep,
     audit: AuditDep,
     limit: Limit = 50,
@@ -88,50 +111,74 @@ def subject_trail(
     # The trail request itself touches those records, so it appears in their "who saw it" too.
     audit.touch("violation", *record_ids)
     audit.detail = {"nip": nip, "records": len(record_ids)}
-    items, next_cursor = subjects.subject_trail(session=session, record_ids=record_ids, limit=limit, cursor=cursor)
+    items, next_cursor = subjects.subject_trail(
+        session=session, record_ids=record_ids, limit=limit, cursor=cursor
+    )
     return AuditEventPage.model_validate({"items": items, "next_cursor": next_cursor})
 
 
-@router.get("/verify", operation_id="verifyAuditChain", response_model=VerifyOut,
-            openapi_extra=endpoint("audit.verify", Scope.AUDIT_READ),
-            responses=error_responses(401, 403, 422, 429))
+@router.get(
+    "/verify",
+    operation_id="verifyAuditChain",
+    response_model=VerifyOut,
+    openapi_extra=endpoint("audit.verify", Scope.AUDIT_READ),
+    responses=error_responses(401, 403, 422, 429),
+)
 def verify(
     session: SessionDep,
     runtime: RuntimeDep,
     audit: AuditDep,
     from_seq: Annotated[int, Query(ge=1, le=MAX_SEQ)] = 1,
     to_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
-    checkpoint: Annotated[str | None, Query(
-        max_length=checkpoints.MAX_CHECKPOINT_CHARS,
-        description="A checkpoint (compact JWS from /v1/audit/checkpoint) the log must still hold.",
-    )] = None,
+    checkpoint: Annotated[
+        str | None,
+        Query(
+            max_length=checkpoints.MAX_CHECKPOINT_CHARS,
+            description="A checkpoint (compact JWS from /v1/audit/checkpoint) the log must still hold.",
+        ),
+    ] = None,
 ) -> VerifyOut:
     """Recompute the chain from the stored columns; `first_invalid_seq` names the first bad event.
 
     `head` is the last event that verified. With `checkpoint`, the log must also still reach the
     checkpoint's seq with the checkpoint's hash there (nothing cut off the end, nothing rewritten)."""
     if to_seq is not None and to_seq < from_seq:
-        raise ValidationFailed("to_seq is before from_seq",
-                               errors=[{"loc": ["query", "to_seq"], "msg": "must be at least from_seq"}])
+        raise ValidationFailed(
+            "to_seq is before from_seq",
+            errors=[{"loc": ["query", "to_seq"], "msg": "must be at least from_seq"}],
+        )
     claim = None
     if checkpoint is not None:
         try:
             claim = checkpoints.read_checkpoint(runtime.codec, checkpoint)
         except checkpoints.CheckpointInvalid as exc:
-            raise ValidationFailed("the checkpoint is not one this service signed", errors=[
-                {"loc": ["query", "checkpoint"], "msg": str(exc)}]) from None
+            raise ValidationFailed(
+                "the checkpoint is not one this service signed",
+                errors=[{"loc": ["query", "checkpoint"], "msg": str(exc)}],
+            ) from None
     result = service.verify(session, from_seq=from_seq, to_seq=to_seq, checkpoint=claim)
-    audit.detail = {"from_seq": from_seq, "to_seq": to_seq, "ok": result.ok,
-                    "first_invalid_seq": result.first_invalid_seq,
-                    "checkpoint_seq": claim.seq if claim else None}
-    return VerifyOut(ok=result.ok, checked=result.checked,
-                     head=ChainHeadOut(seq=result.head_seq, hash=result.head_hash),
-                     first_invalid_seq=result.first_invalid_seq)
+    audit.detail = {
+        "from_seq": from_seq,
+        "to_seq": to_seq,
+        "ok": result.ok,
+        "first_invalid_seq": result.first_invalid_seq,
+        "checkpoint_seq": claim.seq if claim else None,
+    }
+    return VerifyOut(
+        ok=result.ok,
+        checked=result.checked,
+        head=ChainHeadOut(seq=result.head_seq, hash=result.head_hash),
+        first_invalid_seq=result.first_invalid_seq,
+    )
 
 
-@router.get("/checkpoint", operation_id="getAuditCheckpoint", response_model=CheckpointOut,
-            openapi_extra=endpoint("audit.checkpoint", Scope.AUDIT_READ),
-            responses=error_responses(401, 403, 429))
+@router.get(
+    "/checkpoint",
+    operation_id="getAuditCheckpoint",
+    response_model=CheckpointOut,
+    openapi_extra=endpoint("audit.checkpoint", Scope.AUDIT_READ),
+    responses=error_responses(401, 403, 429),
+)
 async def get_checkpoint(runtime: RuntimeDep, audit: AuditDep) -> CheckpointOut:
     """A signed statement of the chain head `{"seq", "hash", "issued_at"}` (compact JWS, service key).
 
@@ -145,11 +192,19 @@ async def get_checkpoint(runtime: RuntimeDep, audit: AuditDep) -> CheckpointOut:
     return CheckpointOut(jws=row.jws)
 
 
-@router.get("/checkpoints", operation_id="listAuditCheckpoints", response_model=CheckpointPage,
-            openapi_extra=endpoint("audit.query", Scope.AUDIT_READ),
-            responses=error_responses(401, 403, 422, 429))
-def list_checkpoints(session: SessionDep, audit: AuditDep, limit: Limit = 50, cursor: Cursor = None,
-                     ) -> CheckpointPage:
+@router.get(
+    "/checkpoints",
+    operation_id="listAuditCheckpoints",
+    response_model=CheckpointPage,
+    openapi_extra=endpoint("audit.query", Scope.AUDIT_READ),
+    responses=error_responses(401, 403, 422, 429),
+)
+def list_checkpoints(
+    session: SessionDep,
+    audit: AuditDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> CheckpointPage:
     """Checkpoints issued so far (on request and by the periodic task), newest first."""
     items, next_cursor = checkpoints.list_checkpoints(session=session, limit=limit, cursor=cursor)
     audit.resource_type = "audit_checkpoint"
@@ -165,10 +220,16 @@ def ndjson_lines(
             yield json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-@router.get("/export", operation_id="exportAuditEvents", response_class=StreamingResponse,
-            openapi_extra=endpoint("audit.export", Scope.AUDIT_READ),
-            responses={200: {"content": {NDJSON: {}}, "description": "One event per line"},
-                       **error_responses(401, 403, 422, 429)})
+@router.get(
+    "/export",
+    operation_id="exportAuditEvents",
+    response_class=StreamingResponse,
+    openapi_extra=endpoint("audit.export", Scope.AUDIT_READ),
+    responses={
+        200: {"content": {NDJSON: {}}, "description": "One event per line"},
+        **error_responses(401, 403, 422, 429),
+    },
+)
 def export(
     session: SessionDep,
     runtime: RuntimeDep,
@@ -179,7 +240,10 @@ def export(
     """Every event (optionally within a time range) up to the current head, as streamed NDJSON."""
     to_seq, _ = service.head(session)
     since, until = _utc(since), _utc(until)
-    audit.detail = {"since": since.isoformat() if since else None,
-                    "until": until.isoformat() if until else None, "to_seq": to_seq}
+    audit.detail = {
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "to_seq": to_seq,
+    }
     lines = ndjson_lines(runtime, to_seq=to_seq, since=since, until=until)
     return StreamingResponse(lines, media_type=NDJSON)

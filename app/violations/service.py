@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -80,7 +80,7 @@ class FeedChange:
     changed_at: datetime
 
     def write(self, session: Session, seq: int) -> None:
-        session.connection().execute(Change.__table__.insert().values(
+        session.connection().execute(cast(Table, Change.__table__).insert().values(
             seq=seq, violation_id=self.violation_id, version=self.version, action=self.action,
             agency=self.agency, changed_at=self.changed_at,
         ))

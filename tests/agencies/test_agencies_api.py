@@ -16,7 +16,9 @@ SEEDED = {
 }
 
 
-def test_any_valid_token_lists_the_five_seeded_agencies(client: TestClient, issue_token: TokenFactory) -> None:
+def test_any_valid_token_lists_the_five_seeded_agencies(
+    client: TestClient, issue_token: TokenFactory
+) -> None:
     token = issue_token("BAWASLU", "violations:read")
     response = client.get("/v1/agencies", headers=bearer(token))
     assert response.status_code == 200
@@ -33,7 +35,9 @@ def test_listing_without_a_token_is_401_with_a_bearer_challenge(client: TestClie
     assert response.json()["code"] == "invalid_token"
 
 
-def test_admin_creates_an_agency_and_a_duplicate_is_409(client: TestClient, issue_token: TokenFactory) -> None:
+def test_admin_creates_an_agency_and_a_duplicate_is_409(
+    client: TestClient, issue_token: TokenFactory
+) -> None:
     admin = issue_token("BKN", "admin")
     body = {"code": "DKPP", "name": "Dewan Kehormatan Penyelenggara Pemilu", "roles": ["reporter"]}
     created = client.post("/v1/agencies", json=body, headers=bearer(admin))
@@ -87,13 +91,19 @@ def test_deactivated_agency_tokens_get_agency_inactive(client: TestClient, issue
     assert denied.json()["code"] == "agency_inactive"
 
 
-def test_roles_and_name_can_change_and_null_is_rejected(client: TestClient, issue_token: TokenFactory) -> None:
+def test_roles_and_name_can_change_and_null_is_rejected(
+    client: TestClient, issue_token: TokenFactory
+) -> None:
     admin = issue_token("BKN", "admin")
-    ok = client.patch("/v1/agencies/KEMENPANRB", json={"roles": ["monitor"], "name": "KemenPAN-RB"},
-                      headers=bearer(admin))
+    ok = client.patch(
+        "/v1/agencies/KEMENPANRB", json={"roles": ["monitor"], "name": "KemenPAN-RB"}, headers=bearer(admin)
+    )
     assert ok.status_code == 200
     assert ok.json()["roles"] == ["monitor"] and ok.json()["name"] == "KemenPAN-RB"
-    assert client.patch("/v1/agencies/KEMENPANRB", json={"active": None}, headers=bearer(admin)).status_code == 422
+    assert (
+        client.patch("/v1/agencies/KEMENPANRB", json={"active": None}, headers=bearer(admin)).status_code
+        == 422
+    )
 
 
 def test_every_request_writes_one_event(client: TestClient, issue_token: TokenFactory, db: Session) -> None:

@@ -74,15 +74,20 @@ def test_a_corrected_nip_keeps_the_record_in_the_old_subjects_trail(
     bawaslu = issue_token("BAWASLU", "violations:read", "violations:write")
     auditor = issue_token("BKN", "audit:read")
     record = _create(client, bawaslu, NIP_A)
-    patched = client.patch(f"/v1/violations/{record}", json={"subject": {"nip": NIP_C}},
-                           headers=bearer(bawaslu) | {"If-Match": '"1"'})
+    patched = client.patch(
+        f"/v1/violations/{record}",
+        json={"subject": {"nip": NIP_C}},
+        headers=bearer(bawaslu) | {"If-Match": '"1"'},
+    )
     assert patched.status_code == 200, patched.text
     old = [e["action"] for e in _trail(client, auditor, NIP_A) if e["action"] != "audit.subject"]
     new = [e["action"] for e in _trail(client, auditor, NIP_C) if e["action"] != "audit.subject"]
     assert old == new == ["violation.create", "violation.update"]
 
 
-def test_the_trail_request_is_audited_against_the_records(client: TestClient, issue_token: TokenFactory) -> None:
+def test_the_trail_request_is_audited_against_the_records(
+    client: TestClient, issue_token: TokenFactory
+) -> None:
     bawaslu = issue_token("BAWASLU", "violations:write")
     auditor = issue_token("BKN", "audit:read")
     record = _create(client, bawaslu, NIP_A)

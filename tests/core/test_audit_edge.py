@@ -30,7 +30,15 @@ def _one_new_event(db: Session, before: int):  # type: ignore[no-untyped-def]
         ("GET", "/v1/nowhere", {}, None, 401, "auth.failed", "denied"),
         ("GET", "/v1/nowhere", {}, ("violations:read",), 404, "request", "rejected"),
         ("PUT", "/v1/agencies", {}, ("admin",), 405, "request", "rejected"),
-        ("POST", "/v1/agencies", {"json": {"code": "X"}}, ("violations:read",), 403, "agency.create", "denied"),
+        (
+            "POST",
+            "/v1/agencies",
+            {"json": {"code": "X"}},
+            ("violations:read",),
+            403,
+            "agency.create",
+            "denied",
+        ),
         ("POST", "/v1/agencies", {"json": {"code": "bad"}}, ("admin",), 422, "agency.create", "rejected"),
         ("POST", "/v1/agencies", {"content": b"{not json"}, ("admin",), 422, "agency.create", "rejected"),
         ("POST", "/v1/agencies", {"content": b"x" * 1_100_000}, ("admin",), 413, "agency.create", "rejected"),
@@ -38,11 +46,22 @@ def _one_new_event(db: Session, before: int):  # type: ignore[no-untyped-def]
     ],
 )
 def test_each_outcome_writes_exactly_one_event(
-    client: TestClient, issue_token: TokenFactory, db: Session,
-    method: str, path: str, kwargs: dict[str, object], token_scopes: tuple[str, ...] | None,
-    status: int, action: str, outcome: str,
+    client: TestClient,
+    issue_token: TokenFactory,
+    db: Session,
+    method: str,
+    path: str,
+    kwargs: dict[str, object],
+    token_scopes: tuple[str, ...] | None,
+    status: int,
+    action: str,
+    outcome: str,
 ) -> None:
-    headers = {"X-Request-ID": "req-123.abc_DEF", "User-Agent": "agency-system/1.0", "X-Purpose": "case review"}
+    headers = {
+        "X-Request-ID": "req-123.abc_DEF",
+        "User-Agent": "agency-system/1.0",
+        "X-Purpose": "case review",
+    }
     token = issue_token("BKN", *token_scopes) if token_scopes else None
     if token:
         headers |= bearer(token)
@@ -140,7 +159,9 @@ def test_write_whose_event_cannot_be_written_is_not_kept(
     assert len(audit_rows(db)) == before
 
 
-def test_a_successful_write_commits_with_its_event(client: TestClient, issue_token: TokenFactory, db: Session) -> None:
+def test_a_successful_write_commits_with_its_event(
+    client: TestClient, issue_token: TokenFactory, db: Session
+) -> None:
     token = issue_token("BKN", "admin")
     response = client.post("/v1/agencies", json={"code": "DKPP", "name": "DKPP"}, headers=bearer(token))
     assert response.status_code == 201
@@ -160,7 +181,9 @@ def test_eight_threads_of_fifty_requests_leave_one_gapless_chain(
     def worker(n: int) -> None:
         for i in range(50):
             if i % 5 == 0:
-                r = client.post("/v1/agencies", json={"code": f"T{n}_{i}", "name": "x"}, headers=bearer(admin))
+                r = client.post(
+                    "/v1/agencies", json={"code": f"T{n}_{i}", "name": "x"}, headers=bearer(admin)
+                )
             elif i % 5 == 1:
                 r = client.get("/v1/agencies")
             else:

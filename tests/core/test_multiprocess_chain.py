@@ -29,11 +29,17 @@ def _free_port() -> int:
 
 def _start_server(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SBT_")}
-    env |= {"SBT_DATABASE_URL": settings.database_url, "SBT_SIGNING_KEY_FILE": str(settings.key_file),
-            "SBT_DATA_DIR": str(settings.data_dir), "SBT_CHECKPOINT_INTERVAL_SECONDS": "0"}
+    env |= {
+        "SBT_DATABASE_URL": settings.database_url,
+        "SBT_SIGNING_KEY_FILE": str(settings.key_file),
+        "SBT_DATA_DIR": str(settings.data_dir),
+        "SBT_CHECKPOINT_INTERVAL_SECONDS": "0",
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -74,7 +80,9 @@ def test_concurrent_writers_in_two_processes_share_one_chain(
         with httpx.Client(base_url=two_servers[n % 2], timeout=30) as http:
             for i in range(25):
                 if i % 3 == 0:
-                    r = http.post("/v1/agencies", json={"code": f"P{n}_{i}", "name": "x"}, headers=bearer(admin))
+                    r = http.post(
+                        "/v1/agencies", json={"code": f"P{n}_{i}", "name": "x"}, headers=bearer(admin)
+                    )
                     ok = r.status_code == 201
                 else:
                     r = http.get("/v1/agencies", headers=bearer(admin))
