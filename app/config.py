@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from limits import parse_many
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "SBT_"
@@ -38,6 +39,15 @@ class Settings(BaseSettings):
     # FULL keeps an acknowledged audit event on disk through a power loss; NORMAL trades that for speed.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("rate_limit", "auth_failure_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as 1200/minute") from None
+        return value
 
     @field_validator("database_url")
     @classmethod

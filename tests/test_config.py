@@ -119,6 +119,8 @@ def test_production_starts_with_an_existing_key_file(monkeypatch: pytest.MonkeyP
         ("SBT_TOKEN_MAX_DAYS", "a year", "token_max_days"),
         ("SBT_FOLLOW_UP_DAYS", "1.5", "follow_up_days"),
         ("SBT_ENV", "staging", "env"),
+    ("SBT_RATE_LIMIT", "lots", "rate_limit"),
+    ("SBT_AUTH_FAILURE_LIMIT", "300/fortnight", "auth_failure_limit"),
         ("SBT_DATABASE_URL", "mysql://root@localhost/sbt", "database_url"),
     ],
 )
