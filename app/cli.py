@@ -98,6 +98,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=30,
+        # Longer than the idle time of common HTTP clients (httpx, requests: 5 s), so the server is not
+        # the side that closes an idle connection just as a client reuses it (the request then dies
+        # in transit, before the app, and the client sees a ReadError).
+        timeout_keep_alive=30,
         proxy_headers=False,
         http="app.http_protocol:BoundedHttpToolsProtocol",
     )

@@ -243,7 +243,8 @@ def check(settings: Settings, tally: Tally, events_before: int) -> list[tuple[st
     five_xx = sum(n for status, n in tally.statuses.items() if status >= 500)
     return [
         ("no 5xx, no transport errors", five_xx == 0 and not tally.transport_errors,
-         f"{five_xx} 5xx, {len(tally.transport_errors)} transport errors"),
+         f"{five_xx} 5xx, {len(tally.transport_errors)} transport errors"
+         + (f": {'; '.join(tally.transport_errors[:5])}" if tally.transport_errors else "")),
         ("every acknowledged write is stored", not missing,
          f"{len(tally.acknowledged)} acknowledged, {len(missing)} missing"),
         ("audit events == requests", events == tally.requests,
