@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Query
 
 from app.errors import ValidationFailed
+
+T = TypeVar("T")
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size (1-200).")]
 Cursor = Annotated[str | None, Query(max_length=512, description="Opaque cursor from `next_cursor`.")]
@@ -35,3 +38,21 @@ def malformed_cursor() -> ValidationFailed:
     return ValidationFailed(
         "malformed cursor", errors=[{"loc": ["query", "cursor"], "msg": "not a cursor from this service"}]
     )
+
+
+def decode_int_cursor(cursor: str | None) -> int | None:
+    """The single integer key of a cursor made by `encode_cursor(n)`; None when no cursor was given."""
+    if cursor is None:
+        return None
+    (value,) = decode_cursor(cursor, 1)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise malformed_cursor()
+    return value
+
+
+def split_page(rows: list[T], limit: int, key: Callable[[T], Sequence[Any]]) -> tuple[list[T], str | None]:
+    """Rows fetched with LIMIT limit + 1: the page, and the cursor of its last row unless it is the last."""
+    if len(rows) <= limit:
+        return rows, None
+    page = rows[:limit]
+    return page, encode_cursor(*key(page[-1]))

@@ -25,7 +25,7 @@ from app.auth.jwt import TokenCodec, TokenRejected
 from app.clock import format_instant, utcnow
 from app.db import begin_write
 from app.errors import AppError
-from app.pagination import decode_cursor, encode_cursor, malformed_cursor
+from app.pagination import decode_int_cursor, split_page
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -163,16 +163,10 @@ def list_checkpoints(
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Stored checkpoints, newest first, keyset on id."""
     stmt = select(AuditCheckpoint).order_by(AuditCheckpoint.id.desc()).limit(limit + 1)
-    if cursor is not None:
-        (last_id,) = decode_cursor(cursor, 1)
-        if not isinstance(last_id, int) or isinstance(last_id, bool):
-            raise malformed_cursor()
+    last_id = decode_int_cursor(cursor)
+    if last_id is not None:
         stmt = stmt.where(AuditCheckpoint.id < last_id)
-    rows = list(session.scalars(stmt))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].id)
+    rows, next_cursor = split_page(list(session.scalars(stmt)), limit, lambda r: (r.id,))
     items = [{"id": r.id, "seq": r.seq, "hash": r.hash, "issued_at": format_instant(r.issued_at),
               "jws": r.jws} for r in rows]
     return items, next_cursor

@@ -15,7 +15,7 @@ from app.audit.checkpoints import Checkpoint
 from app.audit.models import GENESIS_HASH, AuditEvent, AuditEventResource, ChainHead
 from app.audit.stream import EventStream
 from app.errors import NotFound
-from app.pagination import decode_cursor, encode_cursor, malformed_cursor
+from app.pagination import decode_int_cursor, split_page
 
 _STREAM_CHUNK = 2000
 
@@ -53,17 +53,11 @@ def list_events(
         stmt = stmt.where(AuditEvent.occurred_at >= since)
     if until is not None:
         stmt = stmt.where(AuditEvent.occurred_at < until)
-    if cursor is not None:
-        (last_seq,) = decode_cursor(cursor, 1)
-        if not isinstance(last_seq, int):
-            raise malformed_cursor()
+    last_seq = decode_int_cursor(cursor)
+    if last_seq is not None:
         stmt = stmt.where(AuditEvent.seq < last_seq if descending else AuditEvent.seq > last_seq)
     stmt = stmt.order_by(AuditEvent.seq.desc() if descending else AuditEvent.seq.asc()).limit(limit + 1)
-    rows = list(session.scalars(stmt))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].seq)
+    rows, next_cursor = split_page(list(session.scalars(stmt)), limit, lambda r: (r.seq,))
     return [event_document(_as_mapping(r)) for r in rows], next_cursor
 
 

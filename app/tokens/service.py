@@ -12,7 +12,7 @@ from app.agencies.models import Agency
 from app.auth.jwt import TokenCodec
 from app.clock import utcnow
 from app.errors import NotFound, ValidationFailed
-from app.pagination import decode_cursor, encode_cursor, malformed_cursor
+from app.pagination import decode_cursor, malformed_cursor, split_page
 from app.tokens.models import ApiToken
 from app.tokens.schemas import TokenCreate
 
@@ -98,13 +98,7 @@ def list_tokens(
                 and_(ApiToken.created_at == created_at, ApiToken.id < last_id))
         )
     stmt = stmt.order_by(ApiToken.created_at.desc(), ApiToken.id.desc()).limit(limit + 1)
-    rows = list(session.scalars(stmt))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor(last.created_at.isoformat(), str(last.id))
-    return rows, next_cursor
+    return split_page(list(session.scalars(stmt)), limit, lambda r: (r.created_at.isoformat(), str(r.id)))
 
 
 def revoke_token(*, session: Session, token_id: uuid.UUID) -> tuple[ApiToken, bool]:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.clock import format_instant
 from app.db import UTCDateTime
 from app.errors import NotFound, ValidationFailed
-from app.pagination import decode_cursor, encode_cursor, malformed_cursor
+from app.pagination import decode_cursor, malformed_cursor, split_page
 from app.violations.documents import record_document
 from app.violations.identifiers import normalize_nip, validate_region_code
 from app.violations.models import Change, Violation, ViolationVersion
@@ -135,12 +135,10 @@ def list_records(
     if cursor is not None:
         stmt = _after_cursor(stmt, sort, cursor)
     order = (sort.column.desc(), Violation.id.desc()) if sort.descending else (sort.column, Violation.id)
-    rows = list(session.scalars(stmt.order_by(*order).limit(limit + 1)))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor(sort.value, getattr(last, sort.field_name).isoformat(), str(last.id))
+    rows, next_cursor = split_page(
+        list(session.scalars(stmt.order_by(*order).limit(limit + 1))), limit,
+        lambda r: (sort.value, getattr(r, sort.field_name).isoformat(), str(r.id)),
+    )
     return [record_document(r) for r in rows], next_cursor
 
 
