@@ -18,4 +18,6 @@ VOLUME ["/data"]
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2).status == 200 else 1)"
 
-CMD ["sh", "-c", "sbt db upgrade && sbt serve --host 0.0.0.0 --port 8000"]
+# `keys generate` never overwrites: it makes a key in /data on first start and is a no-op afterwards (with
+# SBT_ENV=production the key file must be given explicitly and exist, so nothing is generated there).
+CMD ["sh", "-c", "sbt db upgrade && sbt keys generate && sbt serve --host 0.0.0.0 --port 8000"]
