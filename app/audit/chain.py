@@ -105,12 +105,17 @@ def _row_text(row: Sequence[Any]) -> str:
         return document_text(event_document(dict(zip(ROW_FIELDS, (*row[:20], ""), strict=True))))
 
 
-def lock_head(conn: Connection | Session) -> ChainHead | Any:
-    """Lock the chain head for this transaction (row lock on PostgreSQL; SQLite is already IMMEDIATE)."""
-    stmt = select(ChainHead.seq, ChainHead.hash, ChainHead.feed_seq).where(ChainHead.id == 1)
+def lock_head(conn: Connection | Session) -> Any:
+    """Lock the chain head for this transaction (row lock on PostgreSQL; SQLite is already IMMEDIATE),
+    with the time of the last event, in one round trip."""
+    stmt = (
+        select(ChainHead.seq, ChainHead.hash, ChainHead.feed_seq, AuditEvent.occurred_at.label("last_at"))
+        .outerjoin(AuditEvent, AuditEvent.seq == ChainHead.seq)
+        .where(ChainHead.id == 1)
+    )
     dialect = conn.get_bind().dialect if isinstance(conn, Session) else conn.dialect
     if dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(of=ChainHead)
     head = conn.execute(stmt).one_or_none()
     if head is None:
         raise RuntimeError("chain_head row missing: run `sbt db upgrade`")
@@ -135,7 +140,9 @@ def append_events(
     first_feed_seq = head.feed_seq + 1
     rows: list[dict[str, Any]] = []
     documents: list[dict[str, Any]] = []
-    now = utcnow()
+    # occurred_at never goes backwards along the chain, even across instances with skewed clocks, so
+    # ordering by (occurred_at, seq) is seq order and time-range pages can walk their index.
+    now = utcnow() if head.last_at is None else max(utcnow(), head.last_at)
     for draft in drafts:
         seq += 1
         row = {

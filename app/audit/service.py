@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.audit.chain import EVENT_COLUMNS, VerifyResult, event_document, verify_documents
@@ -15,7 +15,7 @@ from app.audit.checkpoints import Checkpoint
 from app.audit.models import GENESIS_HASH, AuditEvent, AuditEventResource, ChainHead
 from app.audit.stream import EventStream
 from app.errors import NotFound
-from app.pagination import decode_int_cursor, split_page
+from app.pagination import decode_cursor, decode_int_cursor, malformed_cursor, split_page
 
 _STREAM_CHUNK = 2000
 
@@ -39,7 +39,12 @@ def list_events(
     limit: int,
     cursor: str | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """A page of events, keyset on seq (which also orders them in time)."""
+    """A page of events in seq order, keyset-paginated.
+
+    Pages filtered by agency or time are ordered by (occurred_at, seq) — the same order, because
+    occurred_at never decreases along the chain — so the (agency, occurred_at, seq) and (occurred_at, seq)
+    indexes return the page directly instead of sorting the whole window.
+    """
     stmt: Select[Any] = select(AuditEvent)
     if resource_id is not None:
         stmt = stmt.join(AuditEventResource, AuditEventResource.seq == AuditEvent.seq).where(
@@ -53,12 +58,39 @@ def list_events(
         stmt = stmt.where(AuditEvent.occurred_at >= since)
     if until is not None:
         stmt = stmt.where(AuditEvent.occurred_at < until)
-    last_seq = decode_int_cursor(cursor)
-    if last_seq is not None:
-        stmt = stmt.where(AuditEvent.seq < last_seq if descending else AuditEvent.seq > last_seq)
-    stmt = stmt.order_by(AuditEvent.seq.desc() if descending else AuditEvent.seq.asc()).limit(limit + 1)
-    rows, next_cursor = split_page(list(session.scalars(stmt)), limit, lambda r: (r.seq,))
+    by_time = (agency is not None or since is not None or until is not None) and (
+        resource_id is None and token_id is None
+    )
+    if by_time:
+        stmt = _after_time_cursor(stmt, cursor, descending)
+        keys = (AuditEvent.occurred_at, AuditEvent.seq)
+        stmt = stmt.order_by(*(k.desc() if descending else k.asc() for k in keys)).limit(limit + 1)
+        rows, next_cursor = split_page(list(session.scalars(stmt)), limit,
+                                       lambda r: (r.occurred_at.isoformat(), r.seq))
+    else:
+        last_seq = decode_int_cursor(cursor)
+        if last_seq is not None:
+            stmt = stmt.where(AuditEvent.seq < last_seq if descending else AuditEvent.seq > last_seq)
+        stmt = stmt.order_by(AuditEvent.seq.desc() if descending else AuditEvent.seq.asc()).limit(limit + 1)
+        rows, next_cursor = split_page(list(session.scalars(stmt)), limit, lambda r: (r.seq,))
     return [event_document(_as_mapping(r)) for r in rows], next_cursor
+
+
+def _after_time_cursor(stmt: Select[Any], cursor: str | None, descending: bool) -> Select[Any]:
+    if cursor is None:
+        return stmt
+    instant_raw, last_seq = decode_cursor(cursor, 2)
+    try:
+        instant = datetime.fromisoformat(instant_raw)
+    except (TypeError, ValueError):
+        raise malformed_cursor() from None
+    if instant.tzinfo is None or not isinstance(last_seq, int) or isinstance(last_seq, bool):
+        raise malformed_cursor()
+    at, seq = AuditEvent.occurred_at, AuditEvent.seq
+    if descending:
+        # The plain bound on occurred_at lets the index range scan start at the cursor.
+        return stmt.where(at <= instant, or_(at < instant, and_(at == instant, seq < last_seq)))
+    return stmt.where(at >= instant, or_(at > instant, and_(at == instant, seq > last_seq)))
 
 
 def _as_mapping(row: AuditEvent) -> dict[str, Any]:
