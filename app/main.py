@@ -22,7 +22,7 @@ from app.config import Settings, get_settings
 from app.errors import AppError, MethodNotAllowed, NotFound, ValidationFailed, problem_response
 from app.logs import configure_logging
 from app.metrics import Metrics
-from app.middleware import EdgeMiddleware, is_audited_path
+from app.middleware import EdgeMiddleware
 from app.ops import router as ops_router
 from app.routing import BEARER_SCHEME, context_of, gate
 from app.runtime import Runtime
@@ -140,5 +140,3 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.openapi = openapi  # type: ignore[method-assign]
     return app
 
-
-__all__ = ["create_app", "is_audited_path"]

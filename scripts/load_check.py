@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -50,20 +51,8 @@ from app.violations.models import ViolationVersion
 
 PORTS = range(18100, 18200)
 ALL_SCOPES = ["violations:read", "violations:write", "audit:read", "admin"]
-RECORD = {
-    "subject": {
-        "nip": "198609262015051001", "name": "Ahmad Fauzi", "employment_type": "PNS",
-        "position": "Kepala Bagian Umum", "position_type": "administrator",
-        "institution": "Pemerintah Kabupaten Bekasi", "region_code": "32.16",
-    },
-    "election": {"type": "pilkada", "year": 2024, "stage": "campaign"},
-    "category": "social_media_engagement",
-    "description": "Membagikan unggahan kampanye pasangan calon nomor urut 2 di Facebook.",
-    "occurred_on": "2024-10-05",
-    "source": "finding",
-    "evidence": [{"kind": "url", "uri": "https://www.facebook.com/share/p/abc123",
-                  "description": "unggahan"}],
-}
+# The same valid sample case the benchmark posts.
+RECORD = json.loads((Path(__file__).resolve().parent / "bench" / "violation.json").read_text())
 # (operation, weight): a day of agency systems syncing and officers working cases.
 MIX = [("read", 30), ("list", 15), ("create", 15), ("patch", 10), ("action", 10), ("feed", 15),
        ("agencies", 5)]
