@@ -41,6 +41,8 @@ class RequestContext:
     body_too_large: bool = False
     purpose: str | None = None
     session: Session | None = None
+    # PostgreSQL: the pooled DBAPI connection of this request's driver-level reads (app/rawdb.py).
+    raw: Any = None
     write_tx: bool = False
     write_lock_held: bool = False
     # Work to do inside a successful write's transaction right before its audit event.

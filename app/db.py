@@ -100,6 +100,23 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int | 
     )
 
 
+def make_read_engine(url: str, *, pool_size: int | None = None) -> Engine | None:
+    """PostgreSQL: a second pool in autocommit mode for the driver-level reads of app/rawdb.py (each a
+    single statement, so no BEGIN/ROLLBACK round trips and no ping per checkout: a connection that died
+    fails its statement, is invalidated and answered with 503, and the next checkout opens a new one).
+    SQLite needs none: those reads run on the event loop's own connection (Runtime.loop_reader)."""
+    if url.startswith("sqlite"):
+        return None
+    return create_engine(
+        url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=POOL_SIZE if pool_size is None else pool_size,
+        max_overflow=10,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 5, "prepare_threshold": 2},
+    )
+
+
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:

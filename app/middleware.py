@@ -113,7 +113,7 @@ class EdgeMiddleware:
                 log.error("response stream failed (request_id=%s): %s", request_id, type(exc).__name__)
             else:
                 error: AppError
-                if is_database_outage(exc):
+                if is_database_outage(exc) or isinstance(exc, self.runtime.driver.outage_errors):
                     error = ServiceUnavailable("the database is unavailable; try again shortly")
                     log.warning("database unavailable (request_id=%s): %s", request_id, type(exc).__name__)
                 else:
@@ -209,6 +209,9 @@ class EdgeMiddleware:
         await self.runtime.audit_writer.append(draft, touch_token=touch)
 
     def _release(self, ctx: RequestContext) -> None:
+        if ctx.raw is not None:
+            ctx.raw.close()
+            ctx.raw = None
         if ctx.session is not None:
             ctx.session.close()
             ctx.session = None

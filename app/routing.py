@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from app.auth.jwt import TokenRejected
-from app.auth.principal import Principal, Scope, load_principal
+from app.auth.principal import Principal, Scope, lookup_principal
 from app.context import AuditDraft, RequestContext
 from app.db import begin_write
 from app.errors import (
@@ -37,6 +37,7 @@ from app.middleware import WRITE_METHODS
 from app.ratelimit import Quota, RateLimiter
 from app.runtime import Runtime
 
+T = TypeVar("T")
 MAX_PURPOSE_CHARS = 200
 BEARER_SCHEME = "bearerAuth"
 
@@ -75,6 +76,46 @@ async def open_session(request: Request) -> Session:
             ctx.write_tx = True
             await anyio.to_thread.run_sync(begin_write, session)
     return ctx.session
+
+
+async def run_read(request: Request, read: Callable[[Any], T]) -> T:
+    """`read(dbapi_connection)` for a driver-level read (app/rawdb.py).
+
+    SQLite: inline, on the event loop's own connection (cheaper than a thread hand-off; see
+    Runtime.loop_reader). PostgreSQL: on a worker thread, with a connection from the autocommit pool that
+    the request keeps until it ends. When the driver reports the connection lost, the pool's idle
+    connections are closed too and the read is tried once more on a new one (a read changes nothing), so
+    connections that died while the database restarted cost no request a 503; a second failure is the
+    outage itself.
+    """
+    runtime = runtime_of(request)
+    outages = runtime.driver.outage_errors
+    if runtime.settings.is_sqlite:
+        try:
+            return read(runtime.loop_reader())
+        except outages:
+            runtime.drop_loop_reader()
+        return read(runtime.loop_reader())
+    ctx = context_of(request)
+    engine = runtime.read_engine or runtime.engine
+
+    def on_thread() -> T:
+        for attempt in (1, 2):
+            if ctx.raw is None:
+                ctx.raw = engine.raw_connection()
+            try:
+                return read(ctx.raw)
+            except outages:
+                broken, ctx.raw = ctx.raw, None
+                broken.invalidate()
+                if attempt == 2:
+                    raise
+                # The others idle in the pool most likely died with it (a restart, terminated backends):
+                # close them all, as SQLAlchemy does on a disconnect, so the retry gets a fresh one.
+                engine.dispose()
+        raise AssertionError("unreachable")
+
+    return await anyio.to_thread.run_sync(on_thread)
 
 
 def rate_limiter_of(request: Request) -> RateLimiter | None:
@@ -121,8 +162,8 @@ async def _verify_bearer(request: Request, ctx: RequestContext) -> Principal:
         ctx.auth_failed = True
         ctx.audit.detail = {"reason": str(exc) if isinstance(exc, TokenRejected) else "malformed token id"}
         raise InvalidToken("the token is not valid") from None
-    session = await open_session(request)
-    principal = await anyio.to_thread.run_sync(load_principal, session, token_id)
+    driver = runtime.driver
+    principal = await run_read(request, lambda connection: lookup_principal(connection, driver, token_id))
     if principal is None:
         ctx.auth_failed = True
         ctx.audit.detail = {"reason": "token unknown, revoked or expired"}

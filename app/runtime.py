@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -11,8 +12,9 @@ from app.audit.writer import AuditWriter, WriteLock
 from app.auth.jwt import TokenCodec
 from app.auth.keys import load_signing_key
 from app.config import Settings
-from app.db import make_engine, make_session_factory
+from app.db import make_engine, make_read_engine, make_session_factory
 from app.ratelimit import RateLimiter
+from app.rawdb import Driver
 
 
 @dataclass
@@ -24,6 +26,28 @@ class Runtime:
     write_lock: WriteLock
     audit_writer: AuditWriter
     extras: dict[str, object] = field(default_factory=dict)
+    # Driver-level reads (app/rawdb.py): PostgreSQL's autocommit pool, or SQLite's event-loop connection.
+    read_engine: Engine | None = None
+    _loop_reader: Any = None
+
+    def __post_init__(self) -> None:
+        self.driver = Driver.of(self.engine.dialect)
+
+    def loop_reader(self) -> Any:
+        """SQLite: the connection the event loop itself reads with.
+
+        A point read of an embedded WAL database takes microseconds and never waits for a writer, less
+        than handing it to a worker thread would cost; only the event loop thread ever uses it, so it is
+        never shared. Writes and anything long still go to worker threads."""
+        if self._loop_reader is None:
+            self._loop_reader = self.engine.raw_connection()
+        return self._loop_reader
+
+    def drop_loop_reader(self) -> None:
+        """Forget the event loop's connection after it failed; the next read opens a new one."""
+        reader, self._loop_reader = self._loop_reader, None
+        if reader is not None:
+            reader.invalidate()
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -32,7 +56,8 @@ class Runtime:
         key = load_signing_key(settings.key_file)
         codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
         write_lock = WriteLock(enabled=settings.is_sqlite)
-        runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(sessions, write_lock))
+        runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(sessions, write_lock),
+                      read_engine=make_read_engine(settings.database_url))
         runtime.extras["rate_limiter"] = RateLimiter.from_settings(settings)
         return runtime
 
@@ -41,4 +66,9 @@ class Runtime:
         limiter = self.extras.get("rate_limiter")
         if isinstance(limiter, RateLimiter):
             await limiter.close()
+        if self._loop_reader is not None:
+            self._loop_reader.close()
+            self._loop_reader = None
         self.engine.dispose()
+        if self.read_engine is not None:
+            self.read_engine.dispose()

@@ -16,6 +16,7 @@ from app.audit.canonical import ROW_FIELDS, document_text, instant_text
 from app.audit.canonical import canonical_json as canonical_json
 from app.audit.models import GENESIS_HASH, AuditEvent, AuditEventResource, ChainHead
 from app.clock import format_instant, utcnow
+from app.rawdb import Driver
 
 EVENT_COLUMNS = [c.name for c in AuditEvent.__table__.columns]
 
@@ -122,55 +123,73 @@ def lock_head(conn: Connection | Session) -> Any:
     return head
 
 
+_DRAFT_FIELDS = tuple(EventDraft.__dataclass_fields__)
+# Built from the model's column names only, never from data.
+_INSERT_EVENT = (
+    f"INSERT INTO audit_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"  # noqa: S608
+)
+_INSERT_RESOURCE = "INSERT INTO audit_event_resources (resource_id, seq) VALUES (?, ?)"
+_HEAD_SQL = (
+    "SELECT h.seq, h.hash, h.feed_seq, e.occurred_at FROM chain_head h"
+    " LEFT JOIN audit_events e ON e.seq = h.seq WHERE h.id = 1"
+)
+_MOVE_HEAD = "UPDATE chain_head SET seq = ?, hash = ?, feed_seq = ? WHERE id = 1"
+
+
 def append_events(
     conn: Connection | Session, drafts: Iterable[EventDraft], *, feed_entries: int = 0
 ) -> tuple[list[dict[str, Any]], int]:
     """Chain and insert events in the caller's transaction; returns the documents and the first feed seq.
 
     The head row stays locked until the caller commits, which is what keeps concurrent writers in
-    several processes on one unforked chain and keeps feed positions in commit order.
+    several processes on one unforked chain and keeps feed positions in commit order. Every audited
+    request runs this, so its statements are driver-level (app/rawdb.py), on the caller's transaction.
     """
     if isinstance(conn, Session):
-        # Core on the session's connection (the ORM's bulk path cost more than the inserts); flush
-        # first so the change this event records is written before the event.
+        # Flush first so the change this event records is written before the event.
         conn.flush()
         conn = conn.connection()
-    head = lock_head(conn)
-    seq, prev = head.seq, head.hash
-    first_feed_seq = head.feed_seq + 1
-    rows: list[dict[str, Any]] = []
-    documents: list[dict[str, Any]] = []
-    # occurred_at never goes backwards along the chain, even across instances with skewed clocks, so
-    # ordering by (occurred_at, seq) is seq order and time-range pages can walk their index.
-    now = utcnow() if head.last_at is None else max(utcnow(), head.last_at)
-    for draft in drafts:
-        seq += 1
-        row = {
-            "seq": seq,
-            "id": str(uuid.uuid4()),
-            "occurred_at": now,
-            **{k: getattr(draft, k) for k in EventDraft.__dataclass_fields__},
-            "prev_hash": prev,
-        }
-        row["resource_ids"] = list(draft.resource_ids)
-        row["detail"] = dict(draft.detail)
-        document = event_document(row | {"hash": ""})
-        row["hash"] = prev = event_hash(document)
-        document["hash"] = row["hash"]
-        rows.append(row)
-        documents.append(document)
-    if rows:
-        conn.execute(_EVENTS.insert(), rows)
-        links = [{"resource_id": rid, "seq": r["seq"]}
-                 for r in rows for rid in dict.fromkeys(r["resource_ids"])]
+    driver = Driver.of(conn.dialect)
+    cursor = conn.connection.cursor()
+    try:
+        head_sql = _HEAD_SQL if driver.is_sqlite else _HEAD_SQL + " FOR UPDATE OF h"
+        cursor.execute(head_sql)
+        head = cursor.fetchone()
+        if head is None:
+            raise RuntimeError("chain_head row missing: run `sbt db upgrade`")
+        seq, prev, feed_seq, last_at = head
+        # occurred_at never goes backwards along the chain, even across instances with skewed clocks, so
+        # ordering by (occurred_at, seq) is seq order and time-range pages can walk their index.
+        now = utcnow()
+        last = driver.instant(last_at)
+        if last is not None and last > now:
+            now = last
+        stored_now = driver.instant_param(now)
+        rows: list[tuple[Any, ...]] = []
+        links: list[tuple[str, int]] = []
+        documents: list[dict[str, Any]] = []
+        for draft in drafts:
+            seq += 1
+            row = {"seq": seq, "id": str(uuid.uuid4()), "occurred_at": now,
+                   **{k: getattr(draft, k) for k in _DRAFT_FIELDS}, "prev_hash": prev, "hash": ""}
+            row["resource_ids"] = list(draft.resource_ids)
+            row["detail"] = dict(draft.detail)
+            document = event_document(row)
+            document["hash"] = prev = event_hash(document)
+            documents.append(document)
+            stored = {**row, "occurred_at": stored_now, "hash": prev,
+                      "resource_ids": driver.json_param(row["resource_ids"]),
+                      "detail": driver.json_param(row["detail"])}
+            rows.append(tuple(stored[column] for column in EVENT_COLUMNS))
+            links.extend((rid, seq) for rid in dict.fromkeys(row["resource_ids"]))
+        if rows:
+            cursor.executemany(driver.sql(_INSERT_EVENT), rows)
         if links:
-            conn.execute(_RESOURCES.insert(), links)
-    conn.execute(
-        _HEAD.update()
-        .where(_HEAD.c.id == 1)
-        .values(seq=seq, hash=prev, feed_seq=head.feed_seq + feed_entries)
-    )
-    return documents, first_feed_seq
+            cursor.executemany(driver.sql(_INSERT_RESOURCE), links)
+        cursor.execute(driver.sql(_MOVE_HEAD), (seq, prev, feed_seq + feed_entries))
+    finally:
+        cursor.close()
+    return documents, feed_seq + 1
 
 
 @dataclass

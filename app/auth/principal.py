@@ -6,13 +6,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from app.agencies.models import Agency
 from app.clock import utcnow
-from app.tokens.models import ApiToken
+from app.rawdb import Driver
 
 
 class Scope(StrEnum):
@@ -35,25 +32,27 @@ class Principal:
         return role in self.roles
 
 
-def load_principal(session: Session, token_id: uuid.UUID) -> Principal | None:
-    """One round trip: the token row joined with its agency; None when unknown, revoked or expired."""
-    # Core on the session's connection: this runs on every request, and the ORM layer cost more than
-    # the query itself.
-    row = session.connection().execute(
-        select(
-            ApiToken.id, ApiToken.agency_code, ApiToken.scopes, ApiToken.expires_at, ApiToken.revoked_at,
-            ApiToken.last_used_at, Agency.active, Agency.roles,
-        )
-        .join(Agency, Agency.code == ApiToken.agency_code)
-        .where(ApiToken.id == token_id)
-    ).one_or_none()
-    if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+_PRINCIPAL_SQL = (
+    "SELECT t.agency_code, t.scopes, t.expires_at, t.revoked_at, t.last_used_at, a.active, a.roles"
+    " FROM api_tokens t JOIN agencies a ON a.code = t.agency_code WHERE t.id = ?"
+)
+
+
+def lookup_principal(connection: Any, driver: Driver, token_id: uuid.UUID) -> Principal | None:
+    """One round trip on a DBAPI connection: the token row joined with its agency; None when unknown,
+    revoked or expired. It runs on every request, so it is driver-level SQL (app/rawdb.py)."""
+    row = driver.one(connection, driver.sql(_PRINCIPAL_SQL), (driver.key(token_id),))
+    if row is None:
+        return None
+    agency, scopes, expires_at, revoked_at, last_used_at, active, roles = row
+    expires = driver.instant(expires_at)
+    if revoked_at is not None or expires is None or expires <= utcnow():
         return None
     return Principal(
-        token_id=row.id,
-        agency=row.agency_code,
-        agency_active=row.active,
-        scopes=frozenset(row.scopes),
-        roles=frozenset(row.roles),
-        last_used_at=row.last_used_at,
+        token_id=token_id,
+        agency=agency,
+        agency_active=bool(active),
+        scopes=frozenset(driver.json(scopes)),
+        roles=frozenset(driver.json(roles)),
+        last_used_at=driver.instant(last_used_at),
     )

@@ -15,6 +15,7 @@ from app.clock import format_instant
 from app.db import UTCDateTime
 from app.errors import NotFound, ValidationFailed
 from app.pagination import decode_cursor, malformed_cursor, split_page
+from app.rawdb import Driver
 from app.violations.documents import record_document
 from app.violations.identifiers import normalize_nip, validate_region_code
 from app.violations.models import Change, Violation, ViolationVersion
@@ -57,11 +58,20 @@ class ViolationFilters:
     overdue: bool | None = None
 
 
-def get_record(*, session: Session, violation_id: str) -> Violation:
-    row = session.get(Violation, parse_id(violation_id))
-    if row is None:
-        raise NotFound(f"no violation record with id {violation_id}")
-    return row
+# The record as its latest version stored it: every write stores `record_document` of the row it leaves
+# in violation_versions, so this is byte-for-byte what /versions/{latest} serves.
+_CURRENT_SQL = (
+    "SELECT v.version, d.document FROM violations v"
+    " JOIN violation_versions d ON d.violation_id = v.id AND d.version = v.version WHERE v.id = ?"
+)
+
+
+def current_document(connection: Any, driver: Driver, violation_id: uuid.UUID) -> tuple[int, Any] | None:
+    """(version, document) of one record on a DBAPI connection, or None. It serves the hottest route
+    (GET /v1/violations/{id}), so it is driver-level SQL (app/rawdb.py); the document comes back as the
+    driver loads the JSON column (text on SQLite)."""
+    row = driver.one(connection, driver.sql(_CURRENT_SQL), (driver.key(violation_id),))
+    return None if row is None else (row[0], row[1])
 
 
 def _like(text: str) -> str:

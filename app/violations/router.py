@@ -9,12 +9,23 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from app.auth.principal import Scope
 from app.clock import today_jakarta
+from app.errors import NotFound
 from app.pagination import Cursor, Limit
 from app.responses import error_responses
-from app.routing import AuditDep, AuditedRoute, PrincipalDep, RuntimeDep, SessionDep, endpoint
+from app.routing import (
+    AuditDep,
+    AuditedRoute,
+    PrincipalDep,
+    RuntimeDep,
+    SessionDep,
+    context_of,
+    endpoint,
+    run_read,
+    runtime_of,
+)
 from app.violations import queries, service
 from app.violations.conditions import RawBody, etag, none_match
-from app.violations.documents import encode_json, record_document
+from app.violations.documents import encode_json
 from app.violations.openapi import ACTION_BODY, PATCH_BODY
 from app.violations.queries import Sort, ViolationFilters
 from app.violations.schemas import (
@@ -139,19 +150,24 @@ def list_violations(
                304: {"description": "If-None-Match names the current version"},
                **error_responses(401, 403, 404, 429)},
 )
-def get_violation(
+async def get_violation(
+    request: Request,
     violation_id: ViolationId,
-    session: SessionDep,
-    audit: AuditDep,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One record, with its version as a strong ETag."""
-    audit.touch("violation", service.parse_id(violation_id))
-    record = queries.get_record(session=session, violation_id=violation_id)
-    if none_match(if_none_match, record.version):
+    uid = service.parse_id(violation_id)
+    audit = context_of(request).audit
+    audit.touch("violation", uid)
+    driver = runtime_of(request).driver
+    found = await run_read(request, lambda connection: queries.current_document(connection, driver, uid))
+    if found is None:
+        raise NotFound(f"no violation record with id {violation_id}")
+    version, document = found
+    if none_match(if_none_match, version):
         audit.detail = {"not_modified": True}
-        return Response(status_code=304, headers={"ETag": etag(record.version)})
-    return record_response(record_document(record))
+        return Response(status_code=304, headers={"ETag": etag(version)})
+    return record_response(driver.json(document))
 
 
 @router.patch(
