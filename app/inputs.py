@@ -34,7 +34,7 @@ def is_json_media_type(content_type: str | None) -> bool:
                                                  media_type.endswith("+json"))
 
 
-def _base_type(annotation: Any) -> Any:
+def base_type(annotation: Any) -> Any:
     """`T` for `T`, `T | None` and `Optional[T]`."""
     if get_origin(annotation) in (Union, types.UnionType):
         args = [arg for arg in get_args(annotation) if arg is not type(None)]
@@ -65,7 +65,7 @@ class InputRules:
             dependant = pending.pop()
             pending.extend(dependant.dependencies)
             for field in dependant.query_params:
-                kind = _base_type(field.field_info.annotation)
+                kind = base_type(field.field_info.annotation)
                 if isinstance(kind, type) and issubclass(kind, BaseModel):
                     names = None
                     continue

@@ -24,7 +24,7 @@ from app.logs import configure_logging
 from app.metrics import Metrics
 from app.middleware import EdgeMiddleware
 from app.ops import router as ops_router
-from app.routing import BEARER_SCHEME, context_of, gate
+from app.routing import BEARER_SCHEME, DirectRoutes, context_of, gate
 from app.runtime import Runtime
 from app.tokens.router import router as tokens_router
 from app.violations.router import router as violations_router
@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         redoc_url=None,
     )
     app.state.runtime = runtime
-    for router in (agencies_router, tokens_router, violations_router, audit_router, ops_router):
+    routers = (agencies_router, tokens_router, violations_router, audit_router, ops_router)
+    for router in routers:
         app.include_router(router)
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -124,7 +125,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                             "RateLimit-Remaining", "RateLimit-Reset"],
             max_age=600,
         )
-    app.add_middleware(EdgeMiddleware, runtime=runtime)
+    # Direct dispatch skips the middleware inside the edge, so not while CORS is on.
+    direct = None if settings.cors_origins else DirectRoutes([r for router in routers for r in router.routes])
+    app.add_middleware(EdgeMiddleware, runtime=runtime, direct_routes=direct)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -23,6 +23,9 @@ from app.audit.writer import last_use_is_stale, touch_tokens
 from app.context import RequestContext, generated_request_id
 from app.errors import AppError, InternalError, ServiceUnavailable, problem_response
 from app.runtime import Runtime
+
+if TYPE_CHECKING:
+    from app.routing import DirectRoutes
 
 log = logging.getLogger("sbt.request")
 access_log = logging.getLogger("sbt.access")
@@ -61,9 +64,11 @@ def _storable(text: str) -> str:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+    def __init__(self, app: ASGIApp, runtime: Runtime, direct_routes: DirectRoutes | None = None) -> None:
         self.app = app
         self.runtime = runtime
+        # Routes served without FastAPI's routing and dependency solving (app.routing.DirectRoutes).
+        self.direct_routes = direct_routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,7 +111,11 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            direct = self.direct_routes.match(scope) if self.direct_routes else None
+            if direct is not None:
+                await self.direct_routes.serve(direct, scope, receive, send_wrapper)  # type: ignore[union-attr]
+            else:
+                await self.app(scope, receive, send_wrapper)
         except Exception as exc:
             if state["started"]:
                 # A streamed body failed part-way; the event was committed already. Nothing to repair.
