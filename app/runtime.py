@@ -56,7 +56,7 @@ class Runtime:
         key = load_signing_key(settings.key_file)
         codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
         write_lock = WriteLock(enabled=settings.is_sqlite)
-        runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(sessions, write_lock),
+        runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(engine, write_lock),
                       read_engine=make_read_engine(settings.database_url))
         runtime.extras["rate_limiter"] = RateLimiter.from_settings(settings)
         return runtime

@@ -149,8 +149,14 @@ def append_events(
         # Flush first so the change this event records is written before the event.
         conn.flush()
         conn = conn.connection()
-    driver = Driver.of(conn.dialect)
-    cursor = conn.connection.cursor()
+    return append_rows(conn.connection, Driver.of(conn.dialect), drafts, feed_entries=feed_entries)
+
+
+def append_rows(
+    dbapi_connection: Any, driver: Driver, drafts: Iterable[EventDraft], *, feed_entries: int = 0
+) -> tuple[list[dict[str, Any]], int]:
+    """`append_events` on a DBAPI connection, in the transaction open on it."""
+    cursor = dbapi_connection.cursor()
     try:
         head_sql = _HEAD_SQL if driver.is_sqlite else _HEAD_SQL + " FOR UPDATE OF h"
         cursor.execute(head_sql)

@@ -16,13 +16,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from sqlalchemy import or_, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
-from app.audit.chain import EventDraft, append_events
+from app.audit.chain import EventDraft, append_rows
 from app.clock import utcnow
-from app.db import begin_write
-from app.tokens.models import ApiToken
+from app.rawdb import Driver
 
 if TYPE_CHECKING:
     from app.auth.principal import Principal
@@ -45,23 +44,36 @@ def last_use_is_stale(principal: Principal) -> bool:
     return last is None or last < utcnow() - timedelta(seconds=LAST_USED_RESOLUTION_S)
 
 
+_TOUCH_SQL = (
+    "UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
+)
+
+
 def touch_tokens(session: Session, token_ids: set[uuid.UUID]) -> None:
     """Keep `last_used_at` to the minute without a write per request."""
+    connection = session.connection()
+    touch_token_rows(connection.connection, Driver.of(connection.dialect), token_ids)
+
+
+def touch_token_rows(dbapi_connection: Any, driver: Driver, token_ids: set[uuid.UUID]) -> None:
+    """`touch_tokens` on a DBAPI connection, in the transaction open on it."""
     if not token_ids:
         return
     now = utcnow()
     cutoff = now - timedelta(seconds=LAST_USED_RESOLUTION_S)
-    session.execute(
-        update(ApiToken)
-        .where(ApiToken.id.in_(token_ids))
-        .where(or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < cutoff))
-        .values(last_used_at=now)
-    )
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.executemany(driver.sql(_TOUCH_SQL), [
+            (driver.instant_param(now), driver.key(token_id), driver.instant_param(cutoff))
+            for token_id in sorted(token_ids)
+        ])
+    finally:
+        cursor.close()
 
 
 class AuditWriter:
-    def __init__(self, sessions: sessionmaker[Session], write_lock: WriteLock) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: Engine, write_lock: WriteLock) -> None:
+        self._engine = engine
         self._write_lock = write_lock
         self._pending: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
@@ -116,11 +128,25 @@ class AuditWriter:
                         item.future.set_result(document)
 
     def _write_batch(self, batch: list[_Pending]) -> list[dict[str, Any]]:
-        with self._sessions() as session:
-            begin_write(session)
-            documents, _ = append_events(session, [item.draft for item in batch])
-            touch_tokens(session, {item.touch_token for item in batch if item.touch_token is not None})
-            session.commit()
+        """One transaction for the whole batch, on a DBAPI connection (app/rawdb.py): the batch is the
+        commit every read waits for, so SQLAlchemy's session and statement layers are left out."""
+        driver = Driver.of(self._engine.dialect)
+        connection = self._engine.raw_connection()
+        try:
+            if driver.is_sqlite:  # the connection is in autocommit mode; a write transaction from the start
+                connection.cursor().execute("BEGIN IMMEDIATE")
+            documents, _ = append_rows(connection, driver, [item.draft for item in batch])
+            touch_token_rows(connection, driver,
+                             {item.touch_token for item in batch if item.touch_token is not None})
+            connection.commit()
+        except BaseException:
+            try:
+                connection.rollback()
+            except Exception:  # the connection itself is gone: never hand it out again
+                connection.invalidate()
+            raise
+        finally:
+            connection.close()
         return documents
 
 

@@ -129,7 +129,7 @@ def test_read_whose_event_cannot_be_written_gets_503_and_no_data(
     def refuse(*_: object, **__: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(writer, "append_events", refuse)
+    monkeypatch.setattr(writer, "append_rows", refuse)
     response = client.get("/v1/agencies", headers=bearer(token))
     assert response.status_code == 503
     assert response.json()["code"] == "service_unavailable"
@@ -150,7 +150,7 @@ def test_write_whose_event_cannot_be_written_is_not_kept(
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(middleware, "append_events", refuse)
-    monkeypatch.setattr(writer, "append_events", refuse)
+    monkeypatch.setattr(writer, "append_rows", refuse)
     response = client.post("/v1/agencies", json={"code": "DKPP", "name": "DKPP"}, headers=bearer(token))
     assert response.status_code == 503
     assert "DKPP" not in response.text

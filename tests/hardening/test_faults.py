@@ -178,7 +178,7 @@ def test_a_read_whose_audit_event_fails_is_503_and_returns_no_data(
 ) -> None:
     token = issue_token("BKN", "violations:read")
     before = audit_count(db)
-    monkeypatch.setattr(app.audit.writer, "append_events", _failing_append)
+    monkeypatch.setattr(app.audit.writer, "append_rows", _failing_append)
     for path in ("/v1/agencies", "/v1/nowhere"):
         response = client.get(path, headers=bearer(token))
         problem(response, 503, "service_unavailable")

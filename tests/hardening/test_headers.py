@@ -35,7 +35,7 @@ def test_every_kind_of_answer_carries_nosniff_and_no_store(
         client.post("/v1/agencies", json={"code": "x"}, headers=bearer(token)),  # 422
         client.get("/healthz"),
     ]
-    monkeypatch.setattr(app.audit.writer, "append_events", lambda *a, **k: (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr(app.audit.writer, "append_rows", lambda *a, **k: (_ for _ in ()).throw(OSError()))
     answers.append(client.get("/v1/agencies", headers=bearer(token)))  # 503: the event could not be kept
     assert [a.status_code for a in answers] == [200, 200, 401, 404, 422, 200, 503]
     for answer in answers:
