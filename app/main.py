@@ -106,6 +106,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # FastAPI's built-in OpenTelemetry hooks look up the global providers on every request; the
+        # service has its own metrics (/metrics) and logs, and no OpenTelemetry set up.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.runtime = runtime
     routers = (agencies_router, tokens_router, violations_router, audit_router, ops_router)
