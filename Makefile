@@ -6,7 +6,7 @@ PORT ?= 8000
 # Two workers: most test time waits on databases and server processes, so 2 cores fit 2 workers.
 PYTEST_ARGS ?= -n 2
 
-.PHONY: run test test-slow test-all lint openapi bench bench-scale clean
+.PHONY: run test test-slow test-all lint openapi bench bench-scale bench-scaleout clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: $(VENV)/.run-installed
 bench-scale: $(VENV)/.run-installed
 	BENCH_COMMAND="make bench-scale$(if $(SCALE_ARGS), SCALE_ARGS='$(SCALE_ARGS)')" \
 		$(BIN)/python scripts/bench/scale.py $(SCALE_ARGS)
+
+# 1 and 2 uvicorn workers on one PostgreSQL with rate limits in Redis (docs/operations.md, scale-out).
+bench-scaleout: $(VENV)/.run-installed
+	BENCH_COMMAND="make bench-scaleout" $(BIN)/python scripts/bench/scaleout.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
@@ -311,9 +310,12 @@ def peak(arm: Arm, wrk: str, core: int, workdir: Path, args: argparse.Namespace,
                          extra=[])["rate"])
 
 
-def paced(arm: Arm, wrk: str, core: int, workdir: Path, rate: float, seconds: float) -> dict[str, Any]:
-    # One connection per wrk thread; enough of them that each sends at most ~400 requests/s.
-    threads = max(4, min(32, math.ceil(rate / 400)))
+def paced(arm: Arm, wrk: str, core: int, workdir: Path, rate: float, seconds: float,
+          connections: int) -> dict[str, Any]:
+    # One connection per wrk thread, as many as the peak had: with fewer, the client would cap how many
+    # requests are in flight, and a service whose single request waits on a durable commit (~2 ms here)
+    # could not be offered the rate at all (4 connections capped the audited read near 700/s).
+    threads = connections
     script = arm_script(arm, workdir, "paced")
     warmup = min(1.0, seconds / 4)
     result = run_wrk(wrk, core, arm, script, threads=threads, connections=threads, seconds=seconds,
@@ -345,8 +347,9 @@ def report(arms: list[Arm], notes: list[str], info: dict[str, str],
         "Method: one uvicorn worker per server, pinned with taskset to one core; wrk pinned to the other "
         "(B0 runs in-process on the server core). Every server runs with the uvicorn settings of "
         "`sbt serve` (the baselines through `sbt serve` itself, with only the app swapped). Peak: "
-        f"closed loop, {args.connections} connections, median of the rounds. Latency: open loop at a "
-        "constant rate of 50 % and 80 % of the arm's peak (wrk2-style schedule in scripts/bench/paced.lua, "
+        f"closed loop, {args.connections} connections, median of the rounds. Latency: open loop on as many "
+        "connections at a constant rate of 50 % and 80 % of the arm's peak (wrk2-style schedule in "
+        "scripts/bench/paced.lua, "
         "timed from each request's scheduled send time, so queueing counts), first second discarded. "
         "Any response outside 2xx or any socket error makes the run invalid. The service runs with its "
         "defaults (SQLite WAL + synchronous=FULL) except the rate limits, raised so that they never trip.",
@@ -453,7 +456,8 @@ def run(args: argparse.Namespace) -> int:
         for pct in (50, 80):
             for arm in arms:
                 if arm.http:
-                    result = paced(arm, wrk, load_core, workdir, arm.peak * pct / 100, args.latency_duration)
+                    result = paced(arm, wrk, load_core, workdir, arm.peak * pct / 100, args.latency_duration,
+                                    args.connections)
                     arm.latency[pct] = result
                     print(f"{pct} % of peak: {arm.name:<16} target {result['target']:>9,.0f} achieved "
                           f"{result['rate']:>9,.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
