@@ -77,7 +77,8 @@ class EdgeMiddleware:
         started = time.perf_counter()
         given_id = _header(scope, b"x-request-id")
         request_id = given_id if given_id and _REQUEST_ID.match(given_id) else generated_request_id()
-        ctx = RequestContext(request_id=request_id, audited=is_audited_path(scope["path"]))
+        ctx = RequestContext(request_id=request_id, audited=is_audited_path(scope["path"]),
+                             runtime=self.runtime)
         scope.setdefault("state", {})["ctx"] = ctx
         if scope["method"] in _BODY_METHODS:
             receive = await self._buffer_body(scope, receive, ctx)

@@ -61,8 +61,14 @@ def context_of(request: Request) -> RequestContext:
 
 
 def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.scope["state"]["ctx"].runtime
     return runtime
+
+
+@functools.lru_cache(maxsize=4096)
+def _token_id(jti: str) -> uuid.UUID:
+    """The token id of a verified token's `jti` (parsed once per token, not per request)."""
+    return uuid.UUID(jti)
 
 
 async def open_session(request: Request) -> Session:
@@ -161,7 +167,7 @@ async def _verify_bearer(request: Request, ctx: RequestContext) -> Principal:
     runtime = runtime_of(request)
     try:
         claims = runtime.codec.verify(token.strip())
-        token_id = uuid.UUID(claims["jti"])
+        token_id = _token_id(claims["jti"])
     except (TokenRejected, ValueError) as exc:
         ctx.auth_failed = True
         ctx.audit.detail = {"reason": str(exc) if isinstance(exc, TokenRejected) else "malformed token id"}
