@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import json
 import json.encoder
-import re
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from app.clock import format_instant
@@ -157,43 +156,91 @@ def instant_text(value: Any) -> str:
     return format_instant(value)
 
 
-# --- stored columns -----------------------------------------------------------------------------------
-# Shortcuts for the two columns whose loading dominates verification. Each gives exactly
-# `value_json(instant_text(load(raw)))` / `value_json(list(load(raw)))` for the `load` of the column type
-# (app.db.UTCDateTime, JSON), and defers to it for anything it does not recognise.
-
-# UTCDateTime on SQLite: naive UTC text, "YYYY-MM-DD HH:MM:SS.ffffff" (ASCII digits only: \d is wider).
-_STORED_INSTANT = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}")
-_ZERO = timedelta(0)
+# --- stored columns, for verification ---------------------------------------------------------------
+# Verification reads raw driver rows (ROW_FIELDS order) and builds the canonical text from them directly.
+# Each function below either returns exactly what building the document from the loaded row would give,
+# or raises; the caller then asks the reference (app/audit/stream.py), so an unusual row is only slower.
 
 
-def stored_instant_json(raw: Any, load: Callable[[Any], Any]) -> str:
-    """JSON of the API's `occurred_at` for a stored value: `"YYYY-MM-DDTHH:MM:SS.ffffffZ"`."""
-    if raw.__class__ is str:
-        if _STORED_INSTANT.fullmatch(raw) and raw[11:13] != "24":
-            try:
-                datetime.fromisoformat(raw)  # a real date and time, or loading it fails too
-            except ValueError:
-                pass
-            else:
-                return f'"{raw[:10]}T{raw[11:]}Z"'
-    elif raw.__class__ is datetime and raw.tzinfo is not None and raw.year >= 1000 \
-            and raw.utcoffset() == _ZERO:
-        # Loading converts to UTC, which changes nothing here; isoformat then ends in "+00:00".
-        return f'"{raw.isoformat(timespec="microseconds")[:-6]}Z"'
-    return value_json(instant_text(load(raw)))
+def stored_text(row: Sequence[Any], occurred_at_json: str, resource_ids_json: str, detail_json: str) -> str:
+    """The canonical text of a stored event row whose columns hold what the API returns: str or None
+    (`actor_kind`, `id`, `request_id`, `action`, `outcome`, `prev_hash`: str), int `seq` and int or None
+    `status_code`; `occurred_at`, `resource_ids` and `detail` given as their JSON. Any other value raises
+    (TypeError), so the text, when there is one, is `document_text(event_document(loaded row))`."""
+    (seq, id_, _, request_id, kind, token_id, agency, action, outcome, status_code, method, path, query,
+     resource_type, _, client_ip, user_agent, purpose, _, prev_hash, *_) = row
+    s, n = _encode_str, _int_repr
+    if status_code.__class__ is not int and status_code is not None:
+        _unusual(status_code)  # a bool is an int to int.__repr__, and a float's repr is not always JSON
+    return (
+        f'{{"action":{s(action)},"actor":{{"agency":{"null" if agency is None else s(agency)},'
+        f'"kind":{s(kind)},"token_id":{"null" if token_id is None else s(token_id)}}},'
+        f'"client_ip":{"null" if client_ip is None else s(client_ip)},"detail":{detail_json},"id":{s(id_)},'
+        f'"method":{"null" if method is None else s(method)},"occurred_at":{occurred_at_json},'
+        f'"outcome":{s(outcome)},"path":{"null" if path is None else s(path)},"prev_hash":{s(prev_hash)},'
+        f'"purpose":{"null" if purpose is None else s(purpose)},'
+        f'"query":{"null" if query is None else s(query)},"request_id":{s(request_id)},'
+        f'"resource_ids":{resource_ids_json},'
+        f'"resource_type":{"null" if resource_type is None else s(resource_type)},'
+        f'"seq":{n(seq) if seq.__class__ is int else _unusual(seq)},'
+        f'"status_code":{"null" if status_code is None else n(status_code)},'
+        f'"user_agent":{"null" if user_agent is None else s(user_agent)}}}'
+    )
 
 
-# JSON text of a list of strings that need no escaping, as json.dumps writes it (", " or ",").
-_STORED_PLAIN_LIST = re.compile(r'\[(?:"[^"\\\x00-\x1f]*"(?:, ?"[^"\\\x00-\x1f]*")*)?\]')
+def _unusual(value: Any) -> str:
+    raise TypeError(f"not a plain int: {type(value).__name__}")
 
 
-def stored_list_json(raw: Any, load: Callable[[Any], Any]) -> str:
-    """JSON of the API's `resource_ids` for a stored value (the document holds `list(loaded)`)."""
-    if raw.__class__ is str and _STORED_PLAIN_LIST.fullmatch(raw):
-        # Such strings decode to themselves and encode back unchanged; only the separators differ. No
-        # string holds a quote, so the odd pieces between quotes are exactly the strings.
-        strings = raw.split('"')[1::2]
-        return '["' + '","'.join(strings) + '"]' if strings else "[]"
-    value = load(raw)
-    return value_json(value if value.__class__ is list else list(value))
+_from_iso = datetime.fromisoformat
+
+
+def sqlite_instant_json(raw: Any) -> str:
+    """JSON of the API's `occurred_at` for the text SQLite holds ("YYYY-MM-DD HH:MM:SS.ffffff", naive UTC,
+    as app.db.UTCDateTime writes it): `"YYYY-MM-DDTHH:MM:SS.ffffffZ"`. Raises for any other value.
+
+    The column loads with `datetime.fromisoformat` (SQLAlchemy's SQLite DATETIME). A naive value from 26
+    ASCII characters with "-" at 7 (not a week date), " " at 10 and "." at 19 can only have been written
+    "YYYY-MM-DD HH:MM:SS.ffffff", all fields zero-padded; the API prints the same digits with `T` and `Z`
+    (strftime, which does not pad years before 1000: hence the first digit)."""
+    if _from_iso(raw).tzinfo is None and len(raw) == 26 and raw[10] == " " and raw[19] == "." \
+            and raw[7] == "-" and raw[0] != "0" and raw.isascii():
+        return f'"{raw[:10]}T{raw[11:]}Z"'
+    raise ValueError("not an instant as the service stores it")
+
+
+_LIST_SEPARATORS = frozenset([",", ", "])
+
+
+def plain_list_json(raw: Any) -> str:
+    """JSON of the API's `resource_ids` for stored JSON text that is a list of strings needing no escaping,
+    as json.dumps writes it (", " or "," between items): the same text with "," only. Raises otherwise."""
+    text: str = raw  # anything but a str fails below
+    if text == "[]":
+        return text
+    quotes = text.count('"')
+    # Escaping the text adds one character per quote and two around it, and more for anything else that
+    # needs it (backslashes, control characters): then the strings are exactly what lies between quotes.
+    if text[:2] == '["' and text[-2:] == '"]' and quotes % 2 == 0 \
+            and len(_encode_str(text)) == len(text) + 2 + quotes:
+        if quotes == 2:
+            return text
+        pieces = text.split('"')  # "[", string, separator, string, ..., string, "]"
+        if _LIST_SEPARATORS.issuperset(pieces[2:-1:2]):
+            return '["' + '","'.join(pieces[1::2]) + '"]'
+    raise ValueError("not a plain list of strings")
+
+
+def _check_stored_text() -> None:
+    """stored_text's keys and places against the reference, with a different value in every field."""
+    row = (7, "i", None, "r", "k", "t", "a", "ac", "o", 200, "m", "p", "q", "rt", None, "c", "u", "pu", None,
+           "ph", "h")
+    document = {**dict(zip(ROW_FIELDS[:-1], row, strict=False)), "occurred_at": "w", "resource_ids": ["x"],
+                "detail": {"d": 1}, "actor": {"kind": "k", "token_id": "t", "agency": "a"}}
+    for field in _ACTOR_FIELDS:
+        del document[field]
+    if stored_text(row, '"w"', '["x"]', '{"d":1}') != canonical_json(document).decode():
+        raise RuntimeError("stored_text no longer follows the canonical key order")
+
+
+_check_stored_text()

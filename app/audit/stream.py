@@ -1,43 +1,45 @@
 """Reading the audit log in seq order, in constant memory: documents for export, raw rows for verification.
 
-Verification is the hot path (`sbt audit verify` on tens of millions of events): it reads raw driver rows
-in large keyset pages and checks them without building documents (`chain.verify_stored_rows`), and splits
-a long range across processes, one per available core: each part is checked from the hash stored just
-before it, and the parts are joined exactly as one walk from the start would report them.
+Verification is the hot path (`sbt audit verify` on tens of millions of events): the stream checks raw
+driver rows instead of building documents (app/audit/rowcheck.py), and splits a long range into parts
+taken off a shared queue by this process and one helper process per further available core: each part is
+checked from the hash stored just before it, and the parts are joined exactly as one walk from the start
+would report them. Parts are small enough that a core slowed by other work just takes fewer of them.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Text, bindparam, cast, select
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.audit.canonical import ROW_FIELDS
-from app.audit.chain import StoredRows, VerifyResult, event_document, verify_stored_rows
+from app.audit import rowcheck
+from app.audit.chain import VerifyResult, event_document, event_hash
 from app.audit.models import AuditEvent
-from app.db import make_engine, make_session_factory
 
 log = logging.getLogger("sbt.audit")
 
 DOCUMENT_CHUNK = 2000
-RAW_CHUNK = 5000  # rows per query when verifying: big pages, a few MB of memory
-# A range at least this long is verified by several processes (starting one takes about half a second).
-SPLIT_MIN_EVENTS = 400_000
+# A range at least this long is split across processes (a helper starts in well under a second).
+SPLIT_MIN_EVENTS = 100_000
 MAX_PROCESSES = 4
+PARTS_PER_PROCESS = 32  # parts small enough to even out cores slowed by other work
+MIN_PART_EVENTS = 10_000
+MAX_PARTS = 256  # the queue's records and each helper's answers fit in a pipe's buffer
+_NO_END = 2**63 - 1
 
-# (seq, hash) of the first row a part saw, which is the row a gap before the part is noticed at.
-FirstRow = tuple[int, str] | None
+FirstRow = rowcheck.FirstRow
 
 
 class EventStream(Iterator[dict[str, Any]]):
@@ -79,87 +81,54 @@ class EventStream(Iterator[dict[str, Any]]):
     # --- verification ---------------------------------------------------------------------------------
 
     def verify_chain(self, *, from_seq: int, prev_hash: str | None) -> VerifyResult | None:
-        """`verify_documents(self, from_seq=..., prev_hash=...)`, or None once iterating has begun."""
-        if self._documents is not None:
+        """`verify_documents(self, from_seq=..., prev_hash=...)`, or None (walk the documents instead) once
+        iterating has begun, for a stream filtered by time, or when JSON columns load another way."""
+        if self._documents is not None or self._since is not None or self._until is not None:
+            return None
+        connection = self._session.connection()
+        if getattr(connection.dialect, "_json_deserializer", None) is not None:
             return None
         self._documents = iter(())
-        parts = self._parts(from_seq)
-        if parts is None:
-            return verify_stored_rows(self.stored_rows(), from_seq=from_seq, prev_hash=prev_hash)
-        return _verify_split(self._session, parts, prev_hash)
+        to_seq = _NO_END if self._to_seq is None else self._to_seq
+        processes = self._processes(from_seq, to_seq)
+        if processes > 1:
+            return _verify_split(self._session, from_seq, to_seq, prev_hash, processes)
+        outcome, _ = rowcheck.check_part(_driver(self._session), connection.dialect.name, from_seq, to_seq,
+                                         reference_check(self._session), prev_hash, linked=True)
+        return VerifyResult(*outcome)
 
-    def stored_rows(self) -> StoredRows:
-        """The stream's events as raw driver rows (ROW_FIELDS order, JSON columns as text)."""
-        connection = self._session.connection()
-        dialect = connection.dialect
-        table = AuditEvent.__table__
-        # The dialect's own column types, as the ORM applies them to these columns.
-        load_instant = table.c.occurred_at.type.dialect_impl(dialect).result_processor(dialect, None) \
-            or _unchanged
-        load_json: Callable[[Any], Any] | None = \
-            table.c.detail.type.dialect_impl(dialect).result_processor(dialect, None)
-        if load_json is None:  # the driver parses JSON itself (psycopg): read the text, parse it the same way
-            loads = getattr(dialect, "_json_deserializer", None) or json.loads
-            load_json = _none_or(loads)
-        return StoredRows(self._raw_rows(connection), load_instant, load_json)
-
-    def _parts(self, from_seq: int) -> list[tuple[int, int]] | None:
-        """(first seq, last seq) per process, or None to stay in this one: a short or open-ended range,
-        a filtered stream, one core, or a database only this process can see."""
-        to_seq = self._to_seq
-        if to_seq is None or from_seq != self._from_seq or self._since or self._until:
-            return None
-        size = to_seq - from_seq + 1
+    def _processes(self, from_seq: int, to_seq: int) -> int:
+        """How many processes check the range: one for a short or open-ended range, one core, or a
+        database only this process can see."""
         url = self._session.connection().engine.url
-        processes = min(_available_cores(), MAX_PROCESSES)
         in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
-        if size < SPLIT_MIN_EVENTS or processes < 2 or in_memory:
-            return None
-        step = -(-size // processes)
-        return [(start, min(start + step - 1, to_seq)) for start in range(from_seq, to_seq + 1, step)]
+        if to_seq == _NO_END or to_seq - from_seq + 1 < SPLIT_MIN_EVENTS or in_memory:
+            return 1
+        return min(_available_cores(), MAX_PROCESSES)
 
-    def _raw_rows(self, connection: Connection) -> Iterator[Sequence[Any]]:
-        dialect = connection.dialect
-        table = AuditEvent.__table__
-        as_text = dialect.name == "postgresql"  # psycopg would parse JSON: read the text, to cache by it
-        columns = [cast(table.c[f], Text) if as_text and f in ("resource_ids", "detail") else table.c[f]
-                   for f in ROW_FIELDS]
-        stmt = select(*columns).where(table.c.seq > bindparam("after"))
-        if self._to_seq is not None:
-            stmt = stmt.where(table.c.seq <= self._to_seq)
-        # Parameters go to the driver as they are, so they are converted here as the ORM would.
-        bind_instant = table.c.occurred_at.type.dialect_impl(dialect).bind_processor(dialect) or _unchanged
-        values = {}
-        if self._since is not None:
-            stmt = stmt.where(table.c.occurred_at >= bindparam("since"))
-            values["since"] = bind_instant(self._since)
-        if self._until is not None:
-            stmt = stmt.where(table.c.occurred_at < bindparam("until"))
-            values["until"] = bind_instant(self._until)
-        compiled = stmt.order_by(table.c.seq).limit(RAW_CHUNK).compile(dialect=dialect)
-        sql = str(compiled)
-        cursor = connection.connection.cursor()
+
+def reference_check(session: Session) -> Callable[[Sequence[Any]], bool]:
+    """Whether a stored row (raw, as rowcheck reads it) hashes right by the reference rule: the row as the
+    ORM loads it, made into the API's document by `event_document`, hashed by `event_hash`. A row that does
+    not load as an event (a timestamp that is none, JSON that is not a list) does not."""
+    columns = AuditEvent.__table__.columns
+
+    def recheck(row: Sequence[Any]) -> bool:
+        result = session.execute(select(*columns).where(columns.seq == row[0]))
         try:
-            after = self._from_seq - 1
-            while True:
-                params = compiled.construct_params({"after": after, **values})
-                cursor.execute(sql, [params[name] for name in compiled.positiontup or ()]
-                               if compiled.positional else params)
-                rows = cursor.fetchall()
-                if not rows:
-                    return
-                yield from rows
-                after = rows[-1][0]
-        finally:
-            cursor.close()
+            stored = result.one_or_none()
+            return stored is not None and event_hash(event_document(stored)) == row[20]
+        except SQLAlchemyError:
+            raise
+        except Exception:
+            return False
+
+    return recheck
 
 
-def _unchanged(value: Any) -> Any:
-    return value
-
-
-def _none_or(loads: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    return lambda value: None if value is None else loads(value)
+def _driver(session: Session) -> Any:
+    """The DB-API connection under the session's (in its transaction)."""
+    return session.connection().connection.driver_connection
 
 
 def _available_cores() -> int:
@@ -169,62 +138,52 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def verify_part(session: Session, from_seq: int, to_seq: int) -> tuple[VerifyResult, FirstRow]:
-    """Check seqs from_seq..to_seq on their own, from the hash stored before them (if that row exists)."""
-    prev_hash = None
-    if from_seq > 1:
-        prev_hash = session.scalar(select(AuditEvent.hash).where(AuditEvent.seq == from_seq - 1))
-    stored = EventStream(session, from_seq=from_seq, to_seq=to_seq).stored_rows()
-    rows = iter(stored.rows)
-    head = next(rows, None)
-    first: FirstRow = None if head is None else (head[0], head[20])
-    chained = rows if head is None else itertools.chain([head], rows)
-    return verify_stored_rows(replace(stored, rows=chained), from_seq=from_seq, prev_hash=prev_hash), first
+def split(from_seq: int, to_seq: int, processes: int) -> list[tuple[int, int]]:
+    """The parts of a range, in order: (first seq, last seq)."""
+    size = to_seq - from_seq + 1
+    step = max(MIN_PART_EVENTS, -(-size // (processes * PARTS_PER_PROCESS)), -(-size // MAX_PARTS))
+    return [(start, min(start + step - 1, to_seq)) for start in range(from_seq, to_seq + 1, step)]
 
 
-def _start_helper(url: str, from_seq: int, to_seq: int) -> subprocess.Popen[bytes]:
-    """A helper process for one part: `python -m app.audit.stream`, told the part on stdin (which keeps a
-    database password out of the process list). A plain interpreter, not multiprocessing, so the caller's
-    main module is never imported again."""
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    helper = subprocess.Popen([sys.executable, "-m", "app.audit.stream"], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, env=env)
-    assert helper.stdin is not None
-    helper.stdin.write(json.dumps({"url": url, "from_seq": from_seq, "to_seq": to_seq}).encode())
-    helper.stdin.close()
-    return helper
+def _verify_split(session: Session, from_seq: int, to_seq: int, prev_hash: str | None,
+                  processes: int) -> VerifyResult:
+    """This process checks the first part (from `prev_hash`), then takes parts off the queue with the
+    helpers; the answers are joined in seq order."""
+    parts = split(from_seq, to_seq, processes)
+    connection = session.connection()
+    backend, driver, recheck = connection.dialect.name, _driver(session), reference_check(session)
+    answers: dict[int, tuple[rowcheck.Outcome, FirstRow]] = {}
 
+    def keep(start: int, _end: int, outcome: rowcheck.Outcome, first: FirstRow) -> None:
+        answers[start] = (outcome, first)
 
-def _helper_answer(helper: subprocess.Popen[bytes]) -> tuple[VerifyResult, FirstRow] | None:
-    assert helper.stdout is not None
-    output = helper.stdout.read()
-    if helper.wait() != 0:
-        return None
-    answer = json.loads(output)
-    first = answer["first_row"]
-    return VerifyResult(**answer["result"]), (None if first is None else (first[0], first[1]))
-
-
-def _verify_split(session: Session, parts: list[tuple[int, int]], prev_hash: str | None) -> VerifyResult:
-    """The first part here, the others in helper processes at the same time."""
-    url = session.connection().engine.url.render_as_string(hide_password=False)
-    helpers = []
+    queue, feed = os.pipe()
+    helpers: list[subprocess.Popen[bytes]] = []
     try:
-        helpers = [_start_helper(url, start, end) for start, end in parts[1:]]
+        with os.fdopen(feed, "wb") as writer:  # every part but the first; closed, so readers see the end
+            writer.write(b"".join(rowcheck.part_record(start, end) for start, end in parts[1:]))
+        helpers = [start_helper(connection.engine, queue) for _ in range(processes - 1)]
         start, end = parts[0]
-        stored = EventStream(session, from_seq=start, to_seq=end).stored_rows()
-        walk = _JoinedWalk(verify_stored_rows(stored, from_seq=start, prev_hash=prev_hash))
-        for (start, end), helper in zip(parts[1:], helpers, strict=True):
+        answers[start] = rowcheck.check_part(driver, backend, start, end, recheck, prev_hash, linked=True)
+        if answers[start][0][0]:
+            rowcheck.serve(driver, backend, queue, recheck, keep)
+        else:
+            rowcheck.drain(queue)
+        for helper in helpers:
+            for start, _end, outcome, first in helper_answers(helper):
+                answers[start] = (outcome, first)
+        walk = _JoinedWalk(VerifyResult(*answers[parts[0][0]][0]))
+        for start, end in parts[1:]:
             if walk.result is not None:
                 break
-            answer = _helper_answer(helper)
-            if answer is None:
-                log.warning("audit verify helper for seq %d-%d failed; checking that part here", start, end)
-                answer = verify_part(session, start, end)
+            answer = answers.get(start)
+            if answer is None:  # its helper failed
+                log.warning("audit verify: no helper answered for seq %d-%d; checking it here", start, end)
+                answer = rowcheck.check_part(driver, backend, start, end, recheck)
             walk.add(start, answer)
         return walk.finish()
     finally:
+        os.close(queue)
         for helper in helpers:
             if helper.poll() is None:
                 helper.kill()
@@ -233,16 +192,36 @@ def _verify_split(session: Session, parts: list[tuple[int, int]], prev_hash: str
                 helper.stdout.close()
 
 
-def _helper_main() -> int:
-    request = json.loads(sys.stdin.read())
-    engine = make_engine(request["url"], pool_size=1)
-    try:
-        with make_session_factory(engine)() as session:
-            result, first_row = verify_part(session, request["from_seq"], request["to_seq"])
-    finally:
-        engine.dispose()
-    json.dump({"result": asdict(result), "first_row": first_row}, sys.stdout)
-    return 0
+def start_helper(engine: Engine, queue: int) -> subprocess.Popen[bytes]:
+    """A helper process, `python -m app.audit.rowcheck`, sharing the queue; told how to connect on stdin
+    (which keeps a database password out of the process list). A plain interpreter, not multiprocessing,
+    so the caller's main module is never imported again."""
+    args, kwargs = engine.dialect.create_connect_args(engine.url)
+    kwargs = {k: v for k, v in kwargs.items() if isinstance(v, str | int | float | bool)}
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    helper = subprocess.Popen([sys.executable, "-m", "app.audit.rowcheck"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, env=env, pass_fds=(queue,))
+    assert helper.stdin is not None
+    request = {"backend": engine.dialect.name, "args": list(args), "kwargs": kwargs, "queue": queue,
+               "url": engine.url.render_as_string(hide_password=False)}
+    helper.stdin.write(json.dumps(request).encode())
+    helper.stdin.close()
+    return helper
+
+
+def helper_answers(helper: subprocess.Popen[bytes]) -> Iterator[tuple[int, int, rowcheck.Outcome, FirstRow]]:
+    """The parts a helper checked, as it reported them (all it finished, even if it failed later)."""
+    assert helper.stdout is not None
+    output = helper.stdout.read()
+    if helper.wait() != 0:
+        log.warning("audit verify helper exited with %s", helper.returncode)
+    for line in output.decode().splitlines():
+        try:
+            start, end, outcome, first = json.loads(line)
+        except ValueError:
+            continue  # cut off by a crash
+        yield start, end, tuple(outcome), None if first is None else (first[0], first[1])
 
 
 class _JoinedWalk:
@@ -252,8 +231,8 @@ class _JoinedWalk:
         self.checked, self.head_seq, self.head_hash = first.checked, first.head_seq, first.head_hash
         self.result: VerifyResult | None = None if first.ok else first
 
-    def add(self, start: int, outcome: tuple[VerifyResult, FirstRow]) -> None:
-        part, first_row = outcome
+    def add(self, start: int, outcome: tuple[rowcheck.Outcome, FirstRow]) -> None:
+        part, first_row = VerifyResult(*outcome[0]), outcome[1]
         if self.head_seq < start - 1:
             # Events are missing before this part: one walk would stop at the first row after the gap.
             if first_row is not None:
@@ -271,7 +250,3 @@ class _JoinedWalk:
         if self.result is not None:
             return self.result
         return VerifyResult(True, self.checked, self.head_seq, self.head_hash, None)
-
-
-if __name__ == "__main__":
-    sys.exit(_helper_main())

@@ -1,0 +1,237 @@
+"""Checking stored audit rows by the hash rule, fast: the loop `sbt audit verify` spends its time in.
+
+Rows are read through the database driver itself, in keyset pages, as raw tuples (ROW_FIELDS order; on
+PostgreSQL the JSON columns as their text and `occurred_at` already in the API's form, which spares the
+driver parsing a timestamp per row), and each canonical text is built straight from the tuple
+(`canonical.stored_text`). A row the fast path cannot vouch for (its hash does not match, or a column
+holds something unusual) is decided by `recheck`, the reference rule on the row as the ORM loads it, so
+the answer is always the reference's; only tampered or unusual rows pay for it.
+
+This module imports no SQLAlchemy, so that helper processes (`python -m app.audit.rowcheck`, started by
+app/audit/stream.py for a long range) start in a fraction of a second. A helper takes parts of the range
+off a pipe shared with the other checkers (fixed-size records, so each read takes exactly one), checks
+each from the hash stored just before it, and writes one JSON line per part; the first that finds a bad
+row empties the pipe, since nothing after it is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TextIO
+
+from app.audit import canonical
+from app.audit.canonical import ROW_FIELDS
+
+GENESIS_HASH = "0" * 64
+PAGE = 5000  # rows per query: a few MB of memory whatever the log's length
+_DETAIL_CACHE = 4096
+
+# (ok, checked, head_seq, head_hash, first_invalid_seq), as app.audit.chain.VerifyResult
+Outcome = tuple[bool, int, int, str, int | None]
+# (seq, hash) of the first row of a part: a gap just before the part is noticed at that row
+FirstRow = tuple[int, str] | None
+Recheck = Callable[[Sequence[Any]], bool]
+
+# On PostgreSQL the JSON columns come as their stored text (psycopg would parse them; the text is what
+# the cache is keyed by) and `occurred_at` as the API prints it. Years 1000-9999 only, a day clear of
+# either end so that no session time zone can push the loaded value out of Python's range: any other
+# instant comes back NULL and goes to the reference.
+_POSTGRES_COLUMNS = {
+    "occurred_at": "CASE WHEN occurred_at >= '1000-01-02 00:00:00+00' "
+                   "AND occurred_at < '9999-12-30 00:00:00+00' "
+                   "THEN to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END",
+    "resource_ids": "resource_ids::text",
+    "detail": "detail::text",
+}
+
+
+def rows_sql(backend: str) -> str:
+    """A page of rows after a seq, up to a seq: parameters (after, to_seq, limit)."""
+    if backend == "sqlite":
+        columns = ", ".join(f'"{field}"' for field in ROW_FIELDS)
+        return f"SELECT {columns} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"  # noqa: S608
+    columns = ", ".join(_POSTGRES_COLUMNS.get(field, f'"{field}"') for field in ROW_FIELDS)
+    return f"SELECT {columns} FROM audit_events WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s"  # noqa: S608
+
+
+def _hash_sql(backend: str) -> str:
+    return "SELECT hash FROM audit_events WHERE seq = ?" if backend == "sqlite" else \
+        "SELECT hash FROM audit_events WHERE seq = %s"
+
+
+def instant_reader(backend: str) -> Callable[[Any], str]:
+    """JSON of `occurred_at` from the raw column the backend's query returns (raises when unusual)."""
+    return canonical.sqlite_instant_json if backend == "sqlite" else _quoted
+
+
+def _quoted(text: str) -> str:
+    return '"' + text + '"'  # digits, "-", ":", ".", "T", "Z" only; None (unusual) raises
+
+
+def pages(conn: Any, backend: str, after: int, to_seq: int) -> Iterator[list[Sequence[Any]]]:
+    """Raw rows with after < seq <= to_seq in seq order, a page at a time, on a DB-API connection."""
+    sql = rows_sql(backend)
+    options = {} if backend == "sqlite" else {"prepare": True}
+    cursor = conn.cursor()
+    try:
+        while after < to_seq:
+            cursor.execute(sql, (after, to_seq, PAGE), **options)
+            rows = cursor.fetchall()
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][0]
+    finally:
+        cursor.close()
+
+
+def check_pages(
+    pages: Iterable[Sequence[Sequence[Any]]], *, from_seq: int, prev_hash: str | None,
+    instant_json: Callable[[Any], str], recheck: Recheck,
+) -> Outcome:
+    """Walk rows in seq order: each must follow the last with no gap, link to its hash and hash right.
+
+    `prev_hash` is the hash the first row must link to; None checks no link for it unless `from_seq` is 1
+    (then the genesis hash). JSON of values that repeat (a batch's timestamp, `{}`, common details) is
+    cached by the stored value.
+    """
+    expected = from_seq  # and so expected - from_seq rows have been checked
+    prev = GENESIS_HASH if prev_hash is None and from_seq == 1 else prev_hash
+    last_hash = prev or GENESIS_HASH
+    sha256, text_of, list_json = hashlib.sha256, canonical.stored_text, canonical.plain_list_json
+    when_raw: Any = _NOTHING
+    when_json = ""
+    details: dict[Any, str] = {}
+    for page in pages:
+        for row in page:
+            seq, row_prev, stored_hash = row[0], row[19], row[20]
+            try:
+                when = row[2]
+                if when != when_raw:
+                    when_json = instant_json(when)
+                    when_raw = when
+                detail = row[18]
+                detail_json = details.get(detail)
+                if detail_json is None:
+                    detail_json = canonical.value_json(None if detail is None else json.loads(detail))
+                    if len(details) >= _DETAIL_CACHE:
+                        details.clear()
+                    details[detail] = detail_json
+                text = text_of(row, when_json, list_json(row[14]), detail_json)
+                good = sha256(text.encode()).hexdigest() == stored_hash
+            except Exception:  # an unusual row: the reference decides
+                good = False
+            if not good:
+                good = recheck(row)
+            if seq != expected or not good or (prev is not None and row_prev != prev):
+                return False, expected - from_seq + 1, seq, stored_hash, expected
+            prev = last_hash = stored_hash
+            expected += 1
+    return True, expected - from_seq, expected - 1, last_hash, None
+
+
+_NOTHING = object()  # equal to no stored value
+
+
+def check_part(conn: Any, backend: str, from_seq: int, to_seq: int, recheck: Recheck,
+               prev_hash: str | None = None, *, linked: bool = False) -> tuple[Outcome, FirstRow]:
+    """Check seqs from_seq..to_seq on their own: from `prev_hash` when `linked`, else from the hash stored
+    just before them (no link is checked for the first row if that row is missing)."""
+    if not linked and from_seq > 1:
+        cursor = conn.cursor()
+        try:
+            cursor.execute(_hash_sql(backend), (from_seq - 1,))
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+        prev_hash = None if found is None else found[0]
+    read = pages(conn, backend, from_seq - 1, to_seq)
+    head = next(read, None)
+    first: FirstRow = None if head is None else (head[0][0], head[0][20])
+    outcome = check_pages(read if head is None else itertools.chain([head], read), from_seq=from_seq,
+                          prev_hash=prev_hash, instant_json=instant_reader(backend), recheck=recheck)
+    return outcome, first
+
+
+# --- the shared queue of parts ------------------------------------------------------------------------
+
+RECORD = 42  # bytes per part on the queue: "%020d %020d\n"
+
+
+def part_record(from_seq: int, to_seq: int) -> bytes:
+    return b"%020d %020d\n" % (from_seq, to_seq)
+
+
+def serve(conn: Any, backend: str, queue: int, recheck: Recheck,
+          report: Callable[[int, int, Outcome, FirstRow], None]) -> None:
+    """Check parts taken off the queue until it is empty; after a part with a bad row, empty it."""
+    while True:
+        record = os.read(queue, RECORD)
+        if not record:
+            return
+        start, end = (int(n) for n in record.split())
+        outcome, first = check_part(conn, backend, start, end, recheck)
+        report(start, end, outcome, first)
+        if not outcome[0]:
+            drain(queue)
+            return
+
+
+def drain(queue: int) -> None:
+    """Read the queue empty, whole records at a time (others may be reading it too)."""
+    while os.read(queue, RECORD * 64):
+        pass
+
+
+def connect(backend: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    if backend == "sqlite":
+        import sqlite3
+
+        return sqlite3.connect(*args, **kwargs)
+    import psycopg
+
+    return psycopg.connect(*args, **kwargs)
+
+
+def _reference(url: str) -> Recheck:
+    """The reference check for a row, set up on first use (it needs SQLAlchemy and the models)."""
+    made: list[Recheck] = []
+
+    def recheck(row: Sequence[Any]) -> bool:
+        if not made:
+            from app.audit.stream import reference_check
+            from app.db import make_engine, make_session_factory
+
+            session = make_session_factory(make_engine(url, pool_size=1))()
+            made.append(reference_check(session))
+        return made[0](row)
+
+    return recheck
+
+
+def _write_line(out: TextIO) -> Callable[[int, int, Outcome, FirstRow], None]:
+    def report(start: int, end: int, outcome: Outcome, first: FirstRow) -> None:
+        out.write(json.dumps([start, end, outcome, first]) + "\n")
+        out.flush()
+    return report
+
+
+def main() -> int:
+    """A helper: the request (backend, connection arguments, URL, queue descriptor) as JSON on stdin."""
+    request = json.loads(sys.stdin.read())
+    backend = request["backend"]
+    conn = connect(backend, request["args"], request["kwargs"])
+    try:
+        serve(conn, backend, request["queue"], _reference(request["url"]), _write_line(sys.stdout))
+    finally:
+        conn.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
