@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.audit.chain import EVENT_COLUMNS, VerifyResult, event_document, verify_documents
@@ -43,37 +43,61 @@ def list_events(
 
     Pages filtered by agency or time are ordered by (occurred_at, seq) — the same order, because
     occurred_at never decreases along the chain — so the (agency, occurred_at, seq) and (occurred_at, seq)
-    indexes return the page directly instead of sorting the whole window.
+    indexes return the page directly instead of sorting the whole window. "Who saw record X" pages walk
+    the resource index (resource_id, seq) in order instead.
     """
-    stmt: Select[Any] = select(AuditEvent)
-    if resource_id is not None:
-        stmt = stmt.join(AuditEventResource, AuditEventResource.seq == AuditEvent.seq).where(
-            AuditEventResource.resource_id == resource_id
-        )
-    for column, value in ((AuditEvent.actor_agency, agency), (AuditEvent.actor_token_id, token_id),
-                          (AuditEvent.action, action), (AuditEvent.outcome, outcome)):
-        if value is not None:
-            stmt = stmt.where(column == value)
+    conditions = [column == value for column, value in (
+        (AuditEvent.actor_agency, agency), (AuditEvent.actor_token_id, token_id), (AuditEvent.action, action),
+        (AuditEvent.outcome, outcome)) if value is not None]
     if since is not None:
-        stmt = stmt.where(AuditEvent.occurred_at >= since)
+        conditions.append(AuditEvent.occurred_at >= since)
     if until is not None:
-        stmt = stmt.where(AuditEvent.occurred_at < until)
-    by_time = (agency is not None or since is not None or until is not None) and (
-        resource_id is None and token_id is None
-    )
-    if by_time:
-        stmt = _after_time_cursor(stmt, cursor, descending)
+        conditions.append(AuditEvent.occurred_at < until)
+    if resource_id is not None:
+        rows, next_cursor = _events_about(session, resource_id, conditions, descending=descending,
+                                          limit=limit, cursor=cursor)
+    elif agency is not None or since is not None or until is not None:
+        stmt = _after_time_cursor(select(AuditEvent).where(*conditions), cursor, descending)
         keys = (AuditEvent.occurred_at, AuditEvent.seq)
         stmt = stmt.order_by(*(k.desc() if descending else k.asc() for k in keys)).limit(limit + 1)
         rows, next_cursor = split_page(list(session.scalars(stmt)), limit,
                                        lambda r: (r.occurred_at.isoformat(), r.seq))
     else:
+        stmt = select(AuditEvent).where(*conditions)
         last_seq = decode_int_cursor(cursor)
         if last_seq is not None:
             stmt = stmt.where(AuditEvent.seq < last_seq if descending else AuditEvent.seq > last_seq)
         stmt = stmt.order_by(AuditEvent.seq.desc() if descending else AuditEvent.seq.asc()).limit(limit + 1)
         rows, next_cursor = split_page(list(session.scalars(stmt)), limit, lambda r: (r.seq,))
     return [event_document(_as_mapping(r)) for r in rows], next_cursor
+
+
+def _events_about(
+    session: Session, resource_id: str, conditions: list[ColumnElement[bool]], *, descending: bool,
+    limit: int, cursor: str | None,
+) -> tuple[list[AuditEvent], str | None]:
+    """A page of the events naming one record, read in seq order off the (resource_id, seq) primary key.
+
+    The page is ordered by the index's own seq (the same number as the event's), so the index is walked
+    from the cursor and stops after the page: a record named by tens of thousands of events costs as much
+    as one named by a few. With no other filter the page of seqs is cut in a subquery first, which keeps
+    PostgreSQL from merge-joining it against the whole event table; other filters are checked on the
+    events as the walk meets them.
+    """
+    linked = AuditEventResource.seq
+    where = [AuditEventResource.resource_id == resource_id]
+    last_seq = decode_int_cursor(cursor)
+    if last_seq is not None:
+        where.append(linked < last_seq if descending else linked > last_seq)
+    order = linked.desc() if descending else linked.asc()
+    if conditions:
+        stmt = (select(AuditEvent).join(AuditEventResource, linked == AuditEvent.seq)
+                .where(*where, *conditions).order_by(order).limit(limit + 1))
+    else:
+        page = select(linked).where(*where).order_by(order).limit(limit + 1).subquery()
+        stmt = (select(AuditEvent).join(page, page.c.seq == AuditEvent.seq)
+                .order_by(page.c.seq.desc() if descending else page.c.seq.asc()))
+    return split_page(list(session.scalars(stmt)), limit, lambda r: (r.seq,))
 
 
 def _after_time_cursor(stmt: Select[Any], cursor: str | None, descending: bool) -> Select[Any]:
