@@ -90,7 +90,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     require_head(settings)
     load_signing_key(settings.key_file)  # fail here, clearly, rather than in every worker
     uvicorn.run(
-        "app.main:create_app",
+        "app.main:create_served_app",
         factory=True,
         host=args.host,
         port=args.port,

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import gc
+import importlib
+
+import pytest
+import uvicorn
 from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, inspect
 
-from app import migrate
+from app import cli, main, migrate
 from app.config import Settings
-from app.main import create_app
+from app.main import GC_THRESHOLDS, create_app
 from tests.conftest import TokenFactory, audit_rows, bearer
 
 
@@ -62,3 +68,38 @@ def test_metrics_count_requests_by_route_template(client: TestClient, issue_toke
     assert 'route="/v1/tokens/{token_id}",status="404"' in text
     assert "sbt_request_duration_seconds_bucket" in text
     assert "sbt_audit_events_written_total" in text
+
+
+def test_the_served_app_freezes_start_up_objects_out_of_the_collector(settings: Settings) -> None:
+    """`sbt serve` runs create_served_app: after start-up the collector never walks the start-up objects
+    again (a full collection of them set the p99 latency) and young collections are rarer."""
+    thresholds = gc.get_threshold()
+    try:
+        with TestClient(create_app(settings, freeze_gc=True)) as client:
+            assert client.get("/healthz").status_code == 200
+            assert gc.get_freeze_count() > 10_000
+            assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
+
+
+def test_apps_made_elsewhere_leave_the_collector_alone(settings: Settings) -> None:
+    """Tests and embedders create many apps in one process; freezing there would keep their garbage."""
+    thresholds = gc.get_threshold()
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200
+        assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == thresholds
+
+
+def test_sbt_serve_runs_the_served_app(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    served: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda target, **options: served.update(target=target, **options))
+    made: dict[str, object] = {}
+    monkeypatch.setattr(main, "create_app", lambda **options: made.update(options))
+    assert cli.cmd_serve(settings, argparse.Namespace(host="127.0.0.1", port=0, workers=1)) == 0
+    module, _, name = str(served["target"]).partition(":")
+    assert served["factory"] is True
+    getattr(importlib.import_module(module), name)()
+    assert made == {"freeze_gc": True}
