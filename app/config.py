@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # FULL keeps an acknowledged audit event on disk through a power loss; NORMAL trades that for speed.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     cors_origins: list[str] = Field(default_factory=list)
+    # PostgreSQL connections kept per process (each pool may open 10 more at a peak): transactions and the
+    # audit writer; driver-level reads (token checks, record reads), as many as worker threads by default.
+    db_pool_size: int = Field(default=20, ge=1, le=500)
+    db_read_pool_size: int = Field(default=40, ge=1, le=500)
 
     @field_validator("rate_limit", "auth_failure_limit")
     @classmethod

@@ -75,6 +75,9 @@ def _sqlite_path(url: str) -> Path | None:
 # only a file handle and its page cache, so keep enough of them.
 SQLITE_POOL_SIZE = 64
 POOL_SIZE = 20
+# As many as worker threads (anyio's default limit): past it, every peak opened and closed connections
+# (on PostgreSQL a server process each; 217 in 6 s at 32 concurrent reads with 20).
+READ_POOL_SIZE = 40
 
 
 def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int | None = None) -> Engine:
@@ -110,7 +113,7 @@ def make_read_engine(url: str, *, pool_size: int | None = None) -> Engine | None
     return create_engine(
         url,
         isolation_level="AUTOCOMMIT",
-        pool_size=POOL_SIZE if pool_size is None else pool_size,
+        pool_size=READ_POOL_SIZE if pool_size is None else pool_size,
         max_overflow=10,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5, "prepare_threshold": 2},

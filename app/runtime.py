@@ -51,13 +51,16 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        postgres = not settings.is_sqlite
+        engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
+                             pool_size=settings.db_pool_size if postgres else None)
         sessions = make_session_factory(engine)
         key = load_signing_key(settings.key_file)
         codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
         write_lock = WriteLock(enabled=settings.is_sqlite)
+        read_engine = make_read_engine(settings.database_url, pool_size=settings.db_read_pool_size)
         runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(engine, write_lock),
-                      read_engine=make_read_engine(settings.database_url))
+                      read_engine=read_engine)
         runtime.extras["rate_limiter"] = RateLimiter.from_settings(settings)
         return runtime
 
