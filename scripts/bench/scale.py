@@ -1,11 +1,13 @@
-"""Scale check (SPEC §11): load N audit events with a valid hash chain, then time the auditor's queries
-and `sbt audit verify` on SQLite and PostgreSQL.
+"""Scale check (SPEC §11): load N audit events with a valid hash chain and the violation records they
+point at, then time the auditor's queries, `sbt audit verify` and filtered pages of records on SQLite and
+PostgreSQL.
 
-    make bench-scale                       # 10,000,000 events on each backend (the lead's measurement)
+    make bench-scale                       # 10,000,000 events and 1,000,000 records on each backend
     python scripts/bench/scale.py --events 200000 --backend sqlite --docs none    # a quick check
+    python scripts/bench/scale.py --datasets records --backend postgresql        # records only
 
-Each dataset is a loader plus a measurement (`DATASETS`); the violation records dataset plugs in the
-same way and draws record ids from the same pool, so "who saw record X" asks about real records.
+Each dataset is a loader plus a measurement (`DATASETS`); both draw record ids from one pool (at most
+--records, at least a fifth of --events), so "who saw record X" asks about real records.
 The databases are throwaway: `var/bench/scale.db` and the PostgreSQL database `sbt_scale` (dropped at
 the end unless --keep).
 """
@@ -24,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,13 @@ from app.audit import service as audit_service
 from app.audit.canonical import ROW_FIELDS
 from app.audit.chain import outcome_for, row_hash
 from app.audit.models import GENESIS_HASH, AuditEvent
+from app.clock import today_jakarta
 from app.db import make_engine, make_session_factory
+from app.pagination import encode_cursor
+from app.violations.demo import CaseFactory
+from app.violations.models import Violation
+from app.violations.queries import Sort, ViolationFilters, list_records
+from app.violations.workflow import FINAL_STATUSES, Status
 
 CHUNK = 20_000
 AGENCIES = (("BKN", 34), ("BAWASLU", 26), ("KEMENDAGRI", 20), ("KEMENPANRB", 12), ("KASN", 8))
@@ -115,6 +123,7 @@ class Measurement:
 
 @dataclass
 class Dataset:
+    key: str
     name: str
     load: Callable[[Target, Scenario, argparse.Namespace], dict[str, Any]]
     measure: Callable[[Target, Scenario, argparse.Namespace, dict[str, Any]], list[Measurement]]
@@ -434,7 +443,209 @@ def _verify(target: Target, events: int) -> Measurement:
                        f"peak RSS {rss_mb:.0f} MB, largest helper process {largest_mb:.0f} MB")
 
 
-DATASETS = [Dataset("audit events", load_audit_events, measure_audit_events)]
+# --- violation records --------------------------------------------------------------------------------
+
+RECORD_COLUMNS = tuple(c.name for c in Violation.__table__.columns)
+# A record's version once it has reached a status (the workflow's steps to get there, plus creation).
+VERSIONS = {Status.REPORTED: 1, Status.UNDER_VERIFICATION: 2, Status.RECOMMENDED: 3, Status.DATA_BLOCKED: 3,
+            Status.NOT_PROVEN: 3, Status.REJECTED: 2, Status.CANCELLED: 2, Status.SANCTIONED: 4,
+            Status.SUBJECT_DEPARTED: 4}
+ANCHORS = 2000  # records kept aside (reservoir sample) as the positions that deep pages start after
+
+
+def generate_records(scenario: Scenario, anchors: list[tuple[datetime, str]]) -> Iterator[dict[str, Any]]:
+    """One row per record id of the pool (so audit events point at real records), with the content the
+    demo data draws (app/violations/demo.py: subjects, categories, stages, statuses, reporters), created
+    and last updated over the scenario's year; a reservoir sample of (updated_at, id) goes to `anchors`."""
+    rng = random.Random(scenario.seed + 2)
+    factory = CaseFactory(rng, date(2025, 12, 31))
+    span = scenario.days * 86_400
+    for number, record_id in enumerate(scenario.record_ids, start=1):
+        case = factory.case()
+        body, status = case.body, case.status
+        created = scenario.start + timedelta(seconds=rng.random() * span)
+        left = scenario.start.timestamp() + span - created.timestamp()  # seconds until the year ends
+        updated = created if status is Status.REPORTED else created + timedelta(seconds=rng.random() * left)
+        recommended = status in (Status.RECOMMENDED, Status.SANCTIONED, Status.SUBJECT_DEPARTED)
+        subject = body["subject"]
+        row = {
+            "id": uuid.UUID(record_id), "case_number": f"NET-2025-{number:07d}", "status": status.value,
+            "version": VERSIONS[status], "reporting_agency": case.reporter,
+            **{f"subject_{k}": v for k, v in subject.items()},
+            "election_type": body["election"]["type"], "election_year": body["election"]["year"],
+            "election_stage": body["election"]["stage"], "category": body["category"],
+            "description": body["description"], "occurred_on": date.fromisoformat(body["occurred_on"]),
+            "source": body["source"], "evidence": body["evidence"],
+            "recommendation": {"sanction": "discipline_light", "number": f"{number % 900 + 100}/R/KN.01/2025",
+                               "issued_on": updated.date().isoformat()} if recommended else None,
+            "follow_up": {"decision_number": f"800/{number}/2025", "decided_on": updated.date().isoformat()}
+            if status in FINAL_STATUSES and recommended else None,
+            "follow_up_due_on": updated.date() + timedelta(days=14) if status is Status.RECOMMENDED else None,
+            "created_at": created, "updated_at": updated,
+        }
+        if len(anchors) < ANCHORS:
+            anchors.append((updated, record_id))
+        elif (slot := rng.randrange(number)) < ANCHORS:
+            anchors[slot] = (updated, record_id)
+        yield row
+
+
+def load_records(target: Target, scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    anchors: list[tuple[datetime, str]] = []
+    rows = generate_records(scenario, anchors)
+    count = _load_records_sqlite(target.url, rows) if target.backend == "sqlite" else \
+        _load_records_postgres(target.url, rows)
+    seconds = time.perf_counter() - started
+    print(f"  loaded {count:,} violation records in {seconds:.1f} s ({count / seconds:,.0f}/s)", flush=True)
+    return {"rows": count, "load_seconds": seconds, "anchors": anchors}
+
+
+def _record_chunks(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _load_records_sqlite(url: str, rows: Iterator[dict[str, Any]]) -> int:
+    engine = make_engine(url, sqlite_synchronous="OFF", pool_size=1)
+    dialect = engine.dialect
+    columns = Violation.__table__.columns
+    processors = [columns[c].type.dialect_impl(dialect).bind_processor(dialect) for c in RECORD_COLUMNS]
+    marks = ", ".join("?" * len(RECORD_COLUMNS))
+    insert = f"INSERT INTO violations ({', '.join(RECORD_COLUMNS)}) VALUES ({marks})"
+    count = 0
+    raw = engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        assert db is not None
+        db.execute("PRAGMA cache_size=-1048576")
+        db.execute("PRAGMA foreign_keys=OFF")  # agencies are seeded; the loader writes only known codes
+        indexes = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+                             "AND tbl_name = 'violations'").fetchall()
+        for name, _ in indexes:
+            db.execute(f'DROP INDEX "{name}"')
+        for chunk in _record_chunks(rows):
+            db.execute("BEGIN")
+            db.executemany(insert, [tuple(row[c] if p is None else p(row[c])
+                                          for c, p in zip(RECORD_COLUMNS, processors, strict=True))
+                                    for row in chunk])
+            db.execute("COMMIT")
+            count += len(chunk)
+        for _, sql in indexes:
+            db.execute(sql)
+        db.execute("ANALYZE violations")
+    finally:
+        raw.close()
+        engine.dispose()
+    return count
+
+
+def _load_records_postgres(url: str, rows: Iterator[dict[str, Any]]) -> int:
+    engine = make_engine(url, pool_size=1)
+    json_columns = {"evidence", "recommendation", "follow_up"}
+    count = 0
+    raw = engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        assert db is not None
+        indexes = db.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'violations' "
+            "AND indexname NOT IN (SELECT conname FROM pg_constraint)").fetchall()
+        for name, _ in indexes:
+            db.execute(f'DROP INDEX "{name}"')
+        db.commit()
+        with db.cursor() as cur:
+            for chunk in _record_chunks(rows):
+                with cur.copy(f"COPY violations ({', '.join(RECORD_COLUMNS)}) FROM STDIN") as copy:
+                    for row in chunk:
+                        copy.write_row([None if row[c] is None else json.dumps(row[c]) if c in json_columns
+                                        else row[c] for c in RECORD_COLUMNS])
+                db.commit()
+                count += len(chunk)
+            for _, sql in indexes:
+                cur.execute(sql)
+            db.commit()
+            db.autocommit = True
+            cur.execute("ANALYZE violations")
+    finally:
+        raw.close()
+        engine.dispose()
+    return count
+
+
+def measure_records(target: Target, scenario: Scenario, args: argparse.Namespace,
+                    loaded: dict[str, Any]) -> list[Measurement]:
+    """p50/p99 of a filtered page of 50 (`app.violations.queries.list_records`, what GET /v1/violations
+    runs) after a cursor at a random depth: the position of a random record in the sort order, which a
+    client reaches by walking pages; one query in five is the first page."""
+    rng = random.Random(args.seed + 3)
+    anchors: list[tuple[datetime, str]] = loaded["anchors"]
+    provinces = sorted({code.split(".")[0] for code in _region_codes(target)})
+    plans: list[tuple[str, Callable[[], ViolationFilters]]] = [
+        ("no filter", ViolationFilters),
+        ("status", lambda: ViolationFilters(statuses=(rng.choice(list(Status)).value,))),
+        ("agency + two statuses", lambda: ViolationFilters(
+            reporting_agency=rng.choice(["BAWASLU", "BKN"]), statuses=("reported", "under_verification"))),
+        ("category", lambda: ViolationFilters(category=rng.choice(_CATEGORIES))),
+        ("province (region code and every code under it)",
+         lambda: ViolationFilters(region_code=rng.choice(provinces))),
+        ("election type + year", lambda: ViolationFilters(election_type="pilkada", election_year=2024)),
+        ("text search q (name, institution, description)",
+         lambda: ViolationFilters(q=rng.choice(["Siti", "Kabupaten Bogor", "spanduk", "Wahyu"]))),
+    ]
+    engine = make_engine(target.url, pool_size=1)
+    sessions = make_session_factory(engine)
+    today = today_jakarta()
+    results = []
+    try:
+        for label, plan in plans:
+            timings = []
+            with sessions() as session:
+                for i in range(args.queries + 10):
+                    sort = Sort.UPDATED_DESC if rng.random() < 0.8 else Sort.CREATED_DESC
+                    cursor = None
+                    if rng.random() < 0.8:
+                        at, record_id = rng.choice(anchors)
+                        if sort is Sort.CREATED_DESC:
+                            at = session.scalar(Violation.__table__.select().with_only_columns(
+                                Violation.__table__.c.created_at).where(
+                                Violation.__table__.c.id == uuid.UUID(record_id)))
+                        cursor = encode_cursor(sort.value, at.isoformat(), record_id)
+                    filters = plan()
+                    started = time.perf_counter()
+                    list_records(session=session, filters=filters, sort=sort, limit=50, cursor=cursor,
+                                 today=today)
+                    if i >= 10:
+                        timings.append((time.perf_counter() - started) * 1000)
+                    session.rollback()
+            results.append(_latency(f"page of 50 records, {label} — service function", timings))
+    finally:
+        engine.dispose()
+    return results
+
+
+_CATEGORIES = ["online_campaigning", "social_media_engagement", "campaign_attendance", "partisan_photo",
+               "other"]
+
+
+def _region_codes(target: Target) -> list[str]:
+    engine = make_engine(target.url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            return [r[0] for r in connection.exec_driver_sql(
+                "SELECT DISTINCT subject_region_code FROM violations").fetchall()]
+    finally:
+        engine.dispose()
+
+
+DATASETS = [Dataset("audit", "audit events", load_audit_events, measure_audit_events),
+            Dataset("records", "violation records", load_records, measure_records)]
 
 
 # --- driver -------------------------------------------------------------------------------------------
@@ -474,6 +685,8 @@ def main() -> int:
     parser.add_argument("--via", choices=["service", "api", "both"], default="both")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    parser.add_argument("--datasets", default="audit,records",
+                        help="comma-separated: audit (audit events), records (violation records)")
     parser.add_argument("--docs", default=str(DOCS), help="markdown file for the results, or 'none'")
     args = parser.parse_args()
 
@@ -489,6 +702,8 @@ def main() -> int:
                 f"PostgreSQL {postgres_version(target.url)}"
             report += [f"### {version}", "", "| measurement | result | notes |", "|---|---|---|"]
             for dataset in DATASETS:
+                if dataset.key not in args.datasets.split(","):
+                    continue
                 print(f"{backend}: loading {dataset.name}", flush=True)
                 loaded = dataset.load(target, scenario, args)
                 report.append(f"| load {dataset.name} | {loaded['rows']:,} rows | "
@@ -513,7 +728,12 @@ def main() -> int:
         "(`app.audit.service.list_events`, database and event documents) and the API in-process "
         "(TestClient: token check, query, response model and the audited commit of the query itself). "
         "Verify: wall time of the whole `sbt audit verify` process, its peak RSS and that of the largest of "
-        "its helper processes (app/audit/stream.py, app/audit/rowcheck.py).",
+        "its helper processes (app/audit/stream.py, app/audit/rowcheck.py). Records: one per id of the pool, "
+        "drawn as the demo data is (app/violations/demo.py: Bawaslu reports nine in ten, statuses across the "
+        "workflow, subjects over every province), created and updated over the year; only the `violations` "
+        "table (a page reads nothing else). A page of 50 is timed through "
+        "`app.violations.queries.list_records` (what GET /v1/violations runs), four in five after a cursor "
+        "at the position of a random record, so at any depth.",
         "",
         *report,
     ])
