@@ -314,7 +314,91 @@ def _load_postgres(url: str, events: Iterator[tuple[Any, ...]]) -> tuple[int, st
 def measure_audit_events(target: Target, scenario: Scenario, args: argparse.Namespace,
                          loaded: dict[str, Any]) -> list[Measurement]:
     results = _audit_queries(target, scenario, args)
-    results.append(_verify(target, loaded["events"]))
+    if args.throughput_seconds > 0:
+        results += _throughput(target, args)
+    # Last, so that it also checks the events the service appended to the loaded chain.
+    results.append(_verify(target, loaded["events"] + _appended(target, loaded["events"])))
+    return results
+
+
+def _appended(target: Target, loaded: int) -> int:
+    engine = make_engine(target.url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            return int(connection.exec_driver_sql("SELECT seq FROM chain_head").scalar_one()) - loaded
+    finally:
+        engine.dispose()
+
+
+THROUGHPUT_PORTS = {"full": 18220, "empty": 18221}
+EMPTY_DATABASE = "sbt_scale_empty"
+
+
+def _throughput(target: Target, args: argparse.Namespace) -> list[Measurement]:
+    """Audited request throughput on the loaded log against an empty one (SPEC §11: within 10 %).
+
+    Both databases are served exactly as `make bench` serves one (`sbt serve`, one worker on one core, wrk
+    closed-loop on the other, 32 connections), the audited read A2 and the audited write B1 alternating
+    between the two servers, `--throughput-rounds` rounds, the median counts. Every request appends to
+    the log under test, so the loaded one's indexes (10 M rows) are maintained on every request.
+    """
+    import run as bench  # scripts/bench/run.py: the same servers, wrk scripts and validity rules
+
+    server_core, load_core = bench.pinned_cores()
+    wrk = bench.ensure_tools()
+    workdir = target.data_dir / "throughput"
+    workdir.mkdir(parents=True, exist_ok=True)
+    if target.backend == "sqlite":
+        empty_path = workdir / "empty.db"
+        remove_sqlite(empty_path)
+        empty_url = f"sqlite:///{empty_path}"
+    else:
+        empty_url = create_database(args.postgres, EMPTY_DATABASE)
+    servers = bench.Servers(server_core, workdir)
+    arms: dict[tuple[str, str], Any] = {}
+    options = argparse.Namespace(connections=32)
+    try:
+        for name, url in (("full", target.url), ("empty", empty_url)):
+            backend = bench.Backend(target.backend, url, workdir / name, THROUGHPUT_PORTS[name])
+            backend.data_dir.mkdir(exist_ok=True)
+            backend.env = service_env(url, backend.data_dir, rate_limit=bench.UNLIMITED,
+                                      auth_failure_limit=bench.UNLIMITED, checkpoint_interval_seconds="0")
+            if name == "empty":
+                bench.sbt(backend, "db", "upgrade")
+            bench.sbt(backend, "keys", "generate")
+            backend.token = bench.sbt(backend, "tokens", "create", "--agency", "BAWASLU", "--name", "scale",
+                                      "--scope", "violations:read", "--scope", "violations:write")
+            servers.start(name, [str(BIN / "sbt"), "serve", "--port", str(backend.port)], backend.env,
+                          f"http://127.0.0.1:{backend.port}/readyz")
+            served, _ = bench.service_arms(backend)
+            for arm in served:
+                if arm.group in ("A2", "B1"):
+                    arm.name = f"{arm.group} {name}"
+                    bench.preflight(arm)
+                    arms[(arm.group, name)] = arm
+        for arm in arms.values():
+            bench.peak(arm, wrk, load_core, workdir, options, 2.0)  # warm-up
+        for round_ in range(1, args.throughput_rounds + 1):
+            for arm in arms.values():
+                arm.peaks.append(bench.peak(arm, wrk, load_core, workdir, options, args.throughput_seconds))
+                print(f"  throughput round {round_}: {arm.name:<8} {arm.peaks[-1]:>8,.0f} req/s", flush=True)
+    finally:
+        servers.stop()
+        if target.backend == "sqlite":
+            remove_sqlite(workdir / "empty.db")
+        else:
+            drop_database(args.postgres, EMPTY_DATABASE)
+    results = []
+    for group, what in (("A2", "GET /v1/violations/{id}"), ("B1", "POST /v1/violations")):
+        full, empty = arms[(group, "full")], arms[(group, "empty")]
+        ratio = full.peak / empty.peak
+        runs_full = ", ".join(f"{x:,.0f}" for x in full.peaks)
+        runs_empty = ", ".join(f"{x:,.0f}" for x in empty.peaks)
+        results.append(Measurement(
+            f"audited throughput, {group} {what}, loaded log / empty log",
+            f"{ratio:.2f} ({full.peak:,.0f} / {empty.peak:,.0f} req/s)",
+            f"medians of {args.throughput_rounds} runs of {args.throughput_seconds:g} s, alternating; loaded "
+            f"{runs_full}, empty {runs_empty}; {'within' if ratio >= 0.9 else 'NOT within'} 10 %"))
     return results
 
 
@@ -688,6 +772,9 @@ def main() -> int:
     parser.add_argument("--datasets", default="audit,records",
                         help="comma-separated: audit (audit events), records (violation records)")
     parser.add_argument("--docs", default=str(DOCS), help="markdown file for the results, or 'none'")
+    parser.add_argument("--throughput-seconds", type=float, default=10,
+                        help="seconds per run of the loaded-vs-empty throughput check (0 skips it)")
+    parser.add_argument("--throughput-rounds", type=int, default=3)
     args = parser.parse_args()
 
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
