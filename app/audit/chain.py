@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,19 @@ EVENT_COLUMNS = [c.name for c in AuditEvent.__table__.columns]
 _EVENTS = cast(Table, AuditEvent.__table__)
 _RESOURCES = cast(Table, AuditEventResource.__table__)
 _HEAD = cast(Table, ChainHead.__table__)
+
+
+def time_ordered_uuid(unix_ms: int, random80: int) -> str:
+    """A version 7 UUID (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits (`random80`'s low
+    12 bits above its low 62, the version and variant in between).
+
+    Event ids are made this way so that each new id lands at the end of the `audit_events.id` index,
+    like `seq`: with random (version 4) ids every append wrote into a random page of an index that grows
+    with the log, which on a 10 M-event log is a page cache miss and a page written per event.
+    """
+    value = ((unix_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | ((random80 >> 62) & 0xFFF) << 64
+             | 0b10 << 62 | random80 & 0x3FFF_FFFF_FFFF_FFFF)
+    return str(uuid.UUID(int=value))
 
 
 @dataclass
@@ -171,12 +185,14 @@ def append_rows(
         if last is not None and last > now:
             now = last
         stored_now = driver.instant_param(now)
+        now_ms = int(now.timestamp() * 1000)
         rows: list[tuple[Any, ...]] = []
         links: list[tuple[str, int]] = []
         documents: list[dict[str, Any]] = []
         for draft in drafts:
             seq += 1
-            row = {"seq": seq, "id": str(uuid.uuid4()), "occurred_at": now,
+            event_id = time_ordered_uuid(now_ms, int.from_bytes(os.urandom(10)))
+            row = {"seq": seq, "id": event_id, "occurred_at": now,
                    **{k: getattr(draft, k) for k in _DRAFT_FIELDS}, "prev_hash": prev, "hash": ""}
             row["resource_ids"] = list(draft.resource_ids)
             row["detail"] = dict(draft.detail)

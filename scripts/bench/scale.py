@@ -49,7 +49,7 @@ from common import (
 from app import migrate
 from app.audit import service as audit_service
 from app.audit.canonical import ROW_FIELDS
-from app.audit.chain import outcome_for, row_hash
+from app.audit.chain import outcome_for, row_hash, time_ordered_uuid
 from app.audit.models import GENESIS_HASH, AuditEvent
 from app.clock import today_jakarta
 from app.db import make_engine, make_session_factory
@@ -184,8 +184,9 @@ def generate_events(scenario: Scenario, count: int) -> Iterator[tuple[Any, ...]]
             path, status, resource_type = "/v1/violations", 401, None
             kind, token_id, actor_agency = "anonymous", None, None
             detail = {"reason": "token unknown, revoked or expired"}
+        at = scenario.start + step * seq
         row = (
-            seq, str(uuid.UUID(int=bits(128), version=4)), scenario.start + step * seq, f"{bits(128):032x}",
+            seq, time_ordered_uuid(int(at.timestamp() * 1000), bits(80)), at, f"{bits(128):032x}",
             kind, token_id, actor_agency, action, outcome_for(status), status, method, path, query,
             resource_type, resource_ids, ips[agency][bits(2)], USER_AGENTS[agency],
             PURPOSES[bits(8) % len(PURPOSES)] if bits(2) == 0 else None, detail, prev,

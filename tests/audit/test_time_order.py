@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -69,3 +70,27 @@ def test_a_seq_cursor_is_refused_on_a_time_ordered_page(
     assert plain is not None
     mixed = client.get("/v1/audit/events", params={"agency": "BKN", "cursor": plain}, headers=bearer(auditor))
     assert mixed.status_code == 422
+
+
+def test_event_ids_are_rfc_9562_version_7() -> None:
+    # RFC 9562, appendix A.6: unix_ts_ms 0x017F22E279B0, rand_a 0xCC3, rand_b 0x18C4DC0C0C07398F.
+    random80 = 0xCC3 << 62 | 0x18C4DC0C0C07398F
+    assert chain.time_ordered_uuid(0x017F22E279B0, random80) == "017f22e2-79b0-7cc3-98c4-dc0c0c07398f"
+    made = uuid.UUID(chain.time_ordered_uuid(1_764_633_600_000, (1 << 80) - 1))
+    assert made.version == 7 and made.variant == uuid.RFC_4122
+
+
+def test_event_ids_follow_the_chain_order_and_carry_occurred_at(
+    client: TestClient, issue_token: TokenFactory, db: Session
+) -> None:
+    token = issue_token("BKN", "violations:read")
+    for _ in range(5):
+        client.get("/v1/agencies", headers=bearer(token))
+    rows = audit_rows(db)[-5:]
+    ids = [uuid.UUID(r.id) for r in rows]
+    assert all(i.version == 7 for i in ids)
+    # The first 48 bits are occurred_at in Unix milliseconds, so later events sort after earlier ones
+    # in the id index (equal milliseconds may come in any order: the rest is random).
+    for row, event_id in zip(rows, ids, strict=True):
+        assert event_id.int >> 80 == int(row.occurred_at.timestamp() * 1000)
+    assert [i.int >> 80 for i in ids] == sorted(i.int >> 80 for i in ids)
