@@ -46,6 +46,7 @@ from common import (
     service_env,
     write_section,
 )
+from sqlalchemy import make_url
 
 from app import migrate
 from app.audit import service as audit_service
@@ -336,15 +337,15 @@ def _appended(target: Target, loaded: int) -> int:
 
 
 THROUGHPUT_PORTS = {"full": 18220, "empty": 18221}
-EMPTY_DATABASE = "sbt_scale_empty"
 
 
 def _throughput(target: Target, args: argparse.Namespace) -> list[Measurement]:
     """Audited request throughput on the loaded log against an empty one (SPEC §11: within 10 %).
 
-    Both databases are served exactly as `make bench` serves one (`sbt serve`, one worker on one core, wrk
-    closed-loop on the other, 32 connections), the audited read A2 and the audited write B1 alternating
-    between the two servers, `--throughput-rounds` rounds, the median counts. Every request appends to
+    Each database is served as `make bench` serves one (`sbt serve`, one worker on one core, wrk
+    closed-loop on the other, 32 connections), one server at a time and started afresh for each turn;
+    the audited read A2 and the audited write B1, alternating between the two logs for
+    `--throughput-rounds` rounds, the median counts. Every request appends to
     the log under test, so the loaded one's indexes (10 M rows) are maintained on every request.
     """
     import run as bench  # scripts/bench/run.py: the same servers, wrk scripts and validity rules
@@ -353,12 +354,7 @@ def _throughput(target: Target, args: argparse.Namespace) -> list[Measurement]:
     wrk = bench.ensure_tools()
     workdir = target.data_dir / "throughput"
     workdir.mkdir(parents=True, exist_ok=True)
-    if target.backend == "sqlite":
-        empty_path = workdir / "empty.db"
-        remove_sqlite(empty_path)
-        empty_url = f"sqlite:///{empty_path}"
-    else:
-        empty_url = create_database(args.postgres, EMPTY_DATABASE)
+    empty_url = fresh_database(target.backend, args, workdir, "scale_empty")
     backends: dict[str, Any] = {}
     peaks: dict[tuple[str, str], list[float]] = {(g, n): [] for g in ("A2", "B1") for n in ("full", "empty")}
     options = argparse.Namespace(connections=32)
@@ -368,8 +364,6 @@ def _throughput(target: Target, args: argparse.Namespace) -> list[Measurement]:
             backend.data_dir.mkdir(exist_ok=True)
             backend.env = service_env(url, backend.data_dir, rate_limit=bench.UNLIMITED,
                                       auth_failure_limit=bench.UNLIMITED, checkpoint_interval_seconds="0")
-            if name == "empty":
-                bench.sbt(backend, "db", "upgrade")
             bench.sbt(backend, "keys", "generate")
             backend.token = bench.sbt(backend, "tokens", "create", "--agency", "BAWASLU", "--name", "scale",
                                       "--scope", "violations:read", "--scope", "violations:write")
@@ -396,10 +390,7 @@ def _throughput(target: Target, args: argparse.Namespace) -> list[Measurement]:
                 finally:
                     servers.stop()
     finally:
-        if target.backend == "sqlite":
-            remove_sqlite(workdir / "empty.db")
-        else:
-            drop_database(args.postgres, EMPTY_DATABASE)
+        discard_database(target.backend, args, empty_url)
     results = []
     for group, what in (("A2", "GET /v1/violations/{id}"), ("B1", "POST /v1/violations")):
         full, empty = peaks[(group, "full")], peaks[(group, "empty")]
@@ -747,27 +738,36 @@ DATASETS = [Dataset("audit", "audit events", load_audit_events, measure_audit_ev
 
 # --- driver -------------------------------------------------------------------------------------------
 
-def prepare(backend: str, args: argparse.Namespace) -> Target:
-    data_dir = BENCH_DIR / f"scale-{backend}"
-    data_dir.mkdir(parents=True, exist_ok=True)
+def fresh_database(backend: str, args: argparse.Namespace, data_dir: Path, name: str) -> str:
+    """A new, migrated throwaway database: `data_dir/<name>.db`, or `sbt_<name>` on the --postgres server."""
     if backend == "sqlite":
-        path = data_dir / "scale.db"
+        path = data_dir / f"{name}.db"
         remove_sqlite(path)
         url = f"sqlite:///{path}"
     else:
-        url = create_database(args.postgres, "sbt_scale")
+        url = create_database(args.postgres, f"sbt_{name}")
     migrate.upgrade(url)
-    return Target(backend, url, data_dir)
+    return url
+
+
+def discard_database(backend: str, args: argparse.Namespace, url: str) -> None:
+    if backend == "sqlite":
+        remove_sqlite(Path(url.split(":///", 1)[1]))
+    else:
+        drop_database(args.postgres, str(make_url(url).database))
+
+
+def prepare(backend: str, args: argparse.Namespace) -> Target:
+    data_dir = BENCH_DIR / f"scale-{backend}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Target(backend, fresh_database(backend, args, data_dir, "scale"), data_dir)
 
 
 def cleanup(target: Target, args: argparse.Namespace) -> None:
     if args.keep:
         print(f"  kept {target.url}")
         return
-    if target.backend == "sqlite":
-        remove_sqlite(Path(target.url.split(":///", 1)[1]))
-    else:
-        drop_database(args.postgres, "sbt_scale")
+    discard_database(target.backend, args, target.url)
 
 
 def main() -> int:
