@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from app.clock import format_instant
 
 # Fields of a stored event row, in the order the fast paths take them (the hash last).
@@ -162,34 +164,34 @@ def instant_text(value: Any) -> str:
 # or raises; the caller then asks the reference (app/audit/stream.py), so an unusual row is only slower.
 
 
-def stored_text(row: Sequence[Any], occurred_at_json: str, resource_ids_json: str, detail_json: str) -> str:
-    """The canonical text of a stored event row whose columns hold what the API returns: str or None
-    (`actor_kind`, `id`, `request_id`, `action`, `outcome`, `prev_hash`: str), int `seq` and int or None
-    `status_code`; `occurred_at`, `resource_ids` and `detail` given as their JSON. Any other value raises
-    (TypeError), so the text, when there is one, is `document_text(event_document(loaded row))`."""
+# The stored-row shortcut encodes with orjson (compiled), which writes str, int, bool and None exactly as
+# json.dumps(..., ensure_ascii=False) does (every code point was compared; tests/audit_perf checks it with
+# hypothesis) and raises for a lone surrogate or an int beyond 64 bits. A float, a nested value or any
+# other type would not be written as the reference writes it, so a row holding one raises instead.
+_Fragment = orjson.Fragment  # JSON text put in as it is
+_dumps, _loads = orjson.dumps, orjson.loads
+_PLAIN_TYPES = frozenset([str, int, bool, type(None)])
+_STR = frozenset([str])
+
+
+def stored_json(row: Sequence[Any], occurred_at_json: str, resource_ids_json: str | bytes,
+                detail_json: str) -> bytes:
+    """The canonical text, UTF-8, of a stored event row whose columns all hold str, int, bool or None;
+    `occurred_at`, `resource_ids` and `detail` given as their JSON. Any other value raises (TypeError),
+    so the bytes, when there are any, are `document_text(event_document(loaded row)).encode()`."""
+    if not _PLAIN_TYPES.issuperset(map(type, row)):
+        raise TypeError("a column holds a value of another type")
     (seq, id_, _, request_id, kind, token_id, agency, action, outcome, status_code, method, path, query,
      resource_type, _, client_ip, user_agent, purpose, _, prev_hash, *_) = row
-    s, n = _encode_str, _int_repr
-    if status_code.__class__ is not int and status_code is not None:
-        _unusual(status_code)  # a bool is an int to int.__repr__, and a float's repr is not always JSON
-    return (
-        f'{{"action":{s(action)},"actor":{{"agency":{"null" if agency is None else s(agency)},'
-        f'"kind":{s(kind)},"token_id":{"null" if token_id is None else s(token_id)}}},'
-        f'"client_ip":{"null" if client_ip is None else s(client_ip)},"detail":{detail_json},"id":{s(id_)},'
-        f'"method":{"null" if method is None else s(method)},"occurred_at":{occurred_at_json},'
-        f'"outcome":{s(outcome)},"path":{"null" if path is None else s(path)},"prev_hash":{s(prev_hash)},'
-        f'"purpose":{"null" if purpose is None else s(purpose)},'
-        f'"query":{"null" if query is None else s(query)},"request_id":{s(request_id)},'
-        f'"resource_ids":{resource_ids_json},'
-        f'"resource_type":{"null" if resource_type is None else s(resource_type)},'
-        f'"seq":{n(seq) if seq.__class__ is int else _unusual(seq)},'
-        f'"status_code":{"null" if status_code is None else n(status_code)},'
-        f'"user_agent":{"null" if user_agent is None else s(user_agent)}}}'
-    )
-
-
-def _unusual(value: Any) -> str:
-    raise TypeError(f"not a plain int: {type(value).__name__}")
+    # Keys in the canonical (sorted) order: orjson keeps a dict's order.
+    return _dumps({
+        "action": action, "actor": {"agency": agency, "kind": kind, "token_id": token_id},
+        "client_ip": client_ip, "detail": _Fragment(detail_json), "id": id_, "method": method,
+        "occurred_at": _Fragment(occurred_at_json), "outcome": outcome, "path": path,
+        "prev_hash": prev_hash, "purpose": purpose, "query": query, "request_id": request_id,
+        "resource_ids": _Fragment(resource_ids_json), "resource_type": resource_type, "seq": seq,
+        "status_code": status_code, "user_agent": user_agent,
+    })
 
 
 _from_iso = datetime.fromisoformat
@@ -209,38 +211,26 @@ def sqlite_instant_json(raw: Any) -> str:
     raise ValueError("not an instant as the service stores it")
 
 
-_LIST_SEPARATORS = frozenset([",", ", "])
+def stored_list_json(raw: Any) -> bytes:
+    """JSON of the API's `resource_ids` for stored JSON text that is a list of strings (in any spelling
+    json.loads reads the same). Raises otherwise: for anything but a list of str, and for text orjson will
+    not read (NaN, a lone surrogate), which json.loads might."""
+    ids = _loads(raw)
+    if ids.__class__ is list and _STR.issuperset(map(type, ids)):
+        return _dumps(ids)
+    raise ValueError("not a list of strings")
 
 
-def plain_list_json(raw: Any) -> str:
-    """JSON of the API's `resource_ids` for stored JSON text that is a list of strings needing no escaping,
-    as json.dumps writes it (", " or "," between items): the same text with "," only. Raises otherwise."""
-    text: str = raw  # anything but a str fails below
-    if text == "[]":
-        return text
-    quotes = text.count('"')
-    # Escaping the text adds one character per quote and two around it, and more for anything else that
-    # needs it (backslashes, control characters): then the strings are exactly what lies between quotes.
-    if text[:2] == '["' and text[-2:] == '"]' and quotes % 2 == 0 \
-            and len(_encode_str(text)) == len(text) + 2 + quotes:
-        if quotes == 2:
-            return text
-        pieces = text.split('"')  # "[", string, separator, string, ..., string, "]"
-        if _LIST_SEPARATORS.issuperset(pieces[2:-1:2]):
-            return '["' + '","'.join(pieces[1::2]) + '"]'
-    raise ValueError("not a plain list of strings")
-
-
-def _check_stored_text() -> None:
-    """stored_text's keys and places against the reference, with a different value in every field."""
+def _check_stored_json() -> None:
+    """stored_json's keys and places against the reference, with a different value in every field."""
     row = (7, "i", None, "r", "k", "t", "a", "ac", "o", 200, "m", "p", "q", "rt", None, "c", "u", "pu", None,
            "ph", "h")
     document = {**dict(zip(ROW_FIELDS[:-1], row, strict=False)), "occurred_at": "w", "resource_ids": ["x"],
                 "detail": {"d": 1}, "actor": {"kind": "k", "token_id": "t", "agency": "a"}}
     for field in _ACTOR_FIELDS:
         del document[field]
-    if stored_text(row, '"w"', '["x"]', '{"d":1}') != canonical_json(document).decode():
-        raise RuntimeError("stored_text no longer follows the canonical key order")
+    if stored_json(row, '"w"', '["x"]', '{"d":1}') != canonical_json(document):
+        raise RuntimeError("stored_json no longer follows the canonical key order")
 
 
-_check_stored_text()
+_check_stored_json()

@@ -3,7 +3,7 @@
 Rows are read through the database driver itself, in keyset pages, as raw tuples (ROW_FIELDS order; on
 PostgreSQL the JSON columns as their text and `occurred_at` already in the API's form, which spares the
 driver parsing a timestamp per row), and each canonical text is built straight from the tuple
-(`canonical.stored_text`). A row the fast path cannot vouch for (its hash does not match, or a column
+(`canonical.stored_json`). A row the fast path cannot vouch for (its hash does not match, or a column
 holds something unusual) is decided by `recheck`, the reference rule on the row as the ORM loads it, so
 the answer is always the reference's; only tampered or unusual rows pay for it.
 
@@ -28,7 +28,11 @@ from app.audit import canonical
 from app.audit.canonical import ROW_FIELDS
 
 GENESIS_HASH = "0" * 64
-PAGE = 5000  # rows per query: a few MB of memory whatever the log's length
+# Rows per query: memory stays small whatever the log's length. On SQLite, in-process, a small page keeps
+# the rows' objects in memory the allocator just freed and the CPU cache just held (1,000,000 events on
+# one core: 6.0 us each with 200-500 rows, 6.5 with 5,000); a PostgreSQL query costs a round trip.
+PAGE = {"sqlite": 256}
+PAGE_DEFAULT = 5000
 _DETAIL_CACHE = 4096
 
 # (ok, checked, head_seq, head_hash, first_invalid_seq), as app.audit.chain.VerifyResult
@@ -77,10 +81,11 @@ def pages(conn: Any, backend: str, after: int, to_seq: int) -> Iterator[list[Seq
     """Raw rows with after < seq <= to_seq in seq order, a page at a time, on a DB-API connection."""
     sql = rows_sql(backend)
     options = {} if backend == "sqlite" else {"prepare": True}
+    page = PAGE.get(backend, PAGE_DEFAULT)
     cursor = conn.cursor()
     try:
         while after < to_seq:
-            cursor.execute(sql, (after, to_seq, PAGE), **options)
+            cursor.execute(sql, (after, to_seq, page), **options)
             rows = cursor.fetchall()
             if not rows:
                 return
@@ -103,7 +108,7 @@ def check_pages(
     expected = from_seq  # and so expected - from_seq rows have been checked
     prev = GENESIS_HASH if prev_hash is None and from_seq == 1 else prev_hash
     last_hash = prev or GENESIS_HASH
-    sha256, text_of, list_json = hashlib.sha256, canonical.stored_text, canonical.plain_list_json
+    sha256, json_of, list_json = hashlib.sha256, canonical.stored_json, canonical.stored_list_json
     when_raw: Any = _NOTHING
     when_json = ""
     details: dict[Any, str] = {}
@@ -122,8 +127,8 @@ def check_pages(
                     if len(details) >= _DETAIL_CACHE:
                         details.clear()
                     details[detail] = detail_json
-                text = text_of(row, when_json, list_json(row[14]), detail_json)
-                good = sha256(text.encode()).hexdigest() == stored_hash
+                text = json_of(row, when_json, list_json(row[14]), detail_json)
+                good = sha256(text).hexdigest() == stored_hash
             except Exception:  # an unusual row: the reference decides
                 good = False
             if not good:

@@ -213,9 +213,9 @@ def stored_lists() -> st.SearchStrategy[str]:
 @example('["a\\\\b"]')
 def test_stored_resource_ids(raw: str) -> None:
     for load in (loader("resource_ids", SQLITE), json.loads):  # PostgreSQL: the text, parsed as psycopg does
-        exact_or_raises(lambda: canonical.plain_list_json(raw),
+        exact_or_raises(lambda: canonical.stored_list_json(raw),
                         lambda load=load: json.dumps(list(load(raw)), sort_keys=True, separators=(",", ":"),
-                                                     ensure_ascii=False))
+                                                     ensure_ascii=False).encode())
 
 
 @given(st.lists(st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'),
@@ -223,7 +223,7 @@ def test_stored_resource_ids(raw: str) -> None:
 def test_lists_the_service_stores_take_the_shortcut(ids: list[str]) -> None:
     """Record, token and agency ids: ASCII, which the service's JSON writes as itself."""
     raw = binder("resource_ids", SQLITE)(ids)
-    assert canonical.plain_list_json(raw) == json.dumps(ids, separators=(",", ":"), ensure_ascii=False)
+    assert canonical.stored_list_json(raw) == json.dumps(ids, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 raw_rows = st.tuples(
@@ -249,7 +249,7 @@ raw_rows = st.tuples(
           None, None, "0" * 64, "h"), datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC), [], {})
 @example((True, "id", None, "r", "cli", None, None, "a", "o", True, None, None, None, None, None, None, None,
           None, None, "p", "h"), datetime(2026, 1, 2, tzinfo=UTC), [], {})
-def test_stored_text_is_the_reference_or_raises(
+def test_stored_json_is_the_reference_or_raises(
     row: tuple[Any, ...], when: datetime, ids: list[str], detail: dict[str, Any]
 ) -> None:
     loaded = dict(zip(ROW_FIELDS, row, strict=True)) | {"occurred_at": when, "resource_ids": ids,
@@ -262,10 +262,25 @@ def test_stored_text_is_the_reference_or_raises(
     as_json = {key: json.dumps(document[key], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
                for key in ("occurred_at", "resource_ids", "detail")}
     answered = exact_or_raises(
-        lambda: canonical.stored_text(row, *(as_json[k] for k in ("occurred_at", "resource_ids", "detail"))),
-        lambda: reference)
+        lambda: canonical.stored_json(row, *(as_json[k] for k in ("occurred_at", "resource_ids", "detail"))),
+        lambda: reference.encode())
     # What drivers return for the service's own rows always gets an answer.
     plain = all(isinstance(row[i], str) for i in (1, 3, 4, 7, 8, 19)) and type(row[0]) is int and all(
         row[i] is None or isinstance(row[i], str) for i in (5, 6, 10, 11, 12, 13, 15, 16, 17)) and (
         row[9] is None or type(row[9]) is int)
     assert answered or not plain
+
+
+def test_orjson_writes_every_code_point_as_json_dumps() -> None:
+    """The shortcut's premise (app/audit/canonical.py): for any str without a lone surrogate, orjson's text
+    is json.dumps's with ensure_ascii=False; checked on every code point, each also beside an escape."""
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    assert canonical.stored_list_json(json.dumps([every, every[::-1]])) == json.dumps(
+        [every, every[::-1]], separators=(",", ":"), ensure_ascii=False).encode()
+    for value in (every, '"\\\x00\x1f\x7f\u2028', "", "é😀"):
+        row = (1, value, None, value, value, value, None, value, value, 200, value, value, value, value, None,
+               value, value, value, None, value, "h")
+        document = event_document(dict(zip(ROW_FIELDS, row, strict=True)) | {
+            "occurred_at": datetime(2026, 1, 2, tzinfo=UTC), "resource_ids": [], "detail": {}})
+        assert canonical.stored_json(row, '"2026-01-02T00:00:00.000000Z"', "[]", "{}") == \
+            reference_text(document).encode()
