@@ -5,16 +5,11 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, TypeVar
-
-from fastapi import Query
+from typing import Any, TypeVar
 
 from app.errors import ValidationFailed
 
 T = TypeVar("T")
-
-Limit = Annotated[int, Query(ge=1, le=200, description="Page size (1-200).")]
-Cursor = Annotated[str | None, Query(max_length=512, description="Opaque cursor from `next_cursor`.")]
 
 
 def encode_cursor(*values: Any) -> str:

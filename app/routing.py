@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette import types as asgi
@@ -362,3 +362,7 @@ SessionDep = Annotated[Session, Depends(_session_dep)]
 PrincipalDep = Annotated[Principal, Depends(_principal_dep)]
 AuditDep = Annotated[AuditDraft, Depends(_audit_dep)]
 RuntimeDep = Annotated[Runtime, Depends(_runtime_dep)]
+# Paging query parameters of the list routes (here, so that app/pagination.py, which the CLI imports,
+# needs no FastAPI).
+Limit = Annotated[int, Query(ge=1, le=200, description="Page size (1-200).")]
+Cursor = Annotated[str | None, Query(max_length=512, description="Opaque cursor from `next_cursor`.")]

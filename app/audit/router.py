@@ -17,9 +17,8 @@ from app.audit.checkpoints import CheckpointOut, CheckpointPage
 from app.audit.schemas import AuditEventOut, AuditEventPage, ChainHeadOut, VerifyOut
 from app.auth.principal import Scope
 from app.errors import ValidationFailed
-from app.pagination import Cursor, Limit
 from app.responses import error_responses
-from app.routing import AuditDep, AuditedRoute, RuntimeDep, SessionDep, endpoint
+from app.routing import AuditDep, AuditedRoute, Cursor, Limit, RuntimeDep, SessionDep, endpoint
 from app.runtime import Runtime
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=AuditedRoute)

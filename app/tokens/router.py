@@ -8,9 +8,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.auth.principal import Scope
-from app.pagination import Cursor, Limit
 from app.responses import error_responses
-from app.routing import AuditDep, AuditedRoute, PrincipalDep, RuntimeDep, SessionDep, endpoint
+from app.routing import (
+    AuditDep,
+    AuditedRoute,
+    Cursor,
+    Limit,
+    PrincipalDep,
+    RuntimeDep,
+    SessionDep,
+    endpoint,
+)
 from app.tokens import service
 from app.tokens.models import ApiToken
 from app.tokens.schemas import TokenCreate, TokenCreated, TokenOut, TokenPage

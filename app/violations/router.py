@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from app.auth.principal import Scope
 from app.clock import today_jakarta
 from app.errors import NotFound
-from app.pagination import Cursor, Limit
 from app.responses import error_responses
 from app.routing import (
     AuditDep,
     AuditedRoute,
+    Cursor,
+    Limit,
     PrincipalDep,
     RuntimeDep,
     SessionDep,
