@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -174,13 +175,26 @@ _PLAIN_TYPES = frozenset([str, int, bool, type(None)])
 _STR = frozenset([str])
 
 
+def plain_values(rows: Iterable[Sequence[Any]]) -> bool:
+    """Whether every value in these rows is a str, int, bool or None: one pass in C over a whole page of
+    rows costs less than a check per row (0.25 against 0.4 us a row)."""
+    return _PLAIN_TYPES.issuperset(map(type, chain.from_iterable(rows)))
+
+
 def stored_json(row: Sequence[Any], occurred_at_json: str, resource_ids_json: str | bytes,
                 detail_json: str) -> bytes:
     """The canonical text, UTF-8, of a stored event row whose columns all hold str, int, bool or None;
     `occurred_at`, `resource_ids` and `detail` given as their JSON. Any other value raises (TypeError),
     so the bytes, when there are any, are `document_text(event_document(loaded row)).encode()`."""
-    if not _PLAIN_TYPES.issuperset(map(type, row)):
+    if not plain_values((row,)):
         raise TypeError("a column holds a value of another type")
+    return plain_row_json(row, occurred_at_json, resource_ids_json, detail_json)
+
+
+def plain_row_json(row: Sequence[Any], occurred_at_json: str, resource_ids_json: str | bytes,
+                   detail_json: str) -> bytes:
+    """`stored_json` of a row already known to pass `plain_values` (else the bytes may not be the
+    reference's)."""
     (seq, id_, _, request_id, kind, token_id, agency, action, outcome, status_code, method, path, query,
      resource_type, _, client_ip, user_agent, purpose, _, prev_hash, *_) = row
     # Keys in the canonical (sorted) order: orjson keeps a dict's order.

@@ -108,11 +108,12 @@ def check_pages(
     expected = from_seq  # and so expected - from_seq rows have been checked
     prev = GENESIS_HASH if prev_hash is None and from_seq == 1 else prev_hash
     last_hash = prev or GENESIS_HASH
-    sha256, json_of, list_json = hashlib.sha256, canonical.stored_json, canonical.stored_list_json
+    sha256, list_json, plain_values = hashlib.sha256, canonical.stored_list_json, canonical.plain_values
     when_raw: Any = _NOTHING
     when_json = ""
     details: dict[Any, str] = {}
     for page in pages:
+        json_of = canonical.plain_row_json if plain_values(page) else canonical.stored_json
         for row in page:
             seq, row_prev, stored_hash = row[0], row[19], row[20]
             try:

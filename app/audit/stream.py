@@ -34,7 +34,7 @@ DOCUMENT_CHUNK = 2000
 # A range at least this long is split across processes (a helper starts in well under a second).
 SPLIT_MIN_EVENTS = 100_000
 MAX_PROCESSES = 4
-PARTS_PER_PROCESS = 32  # parts small enough to even out cores slowed by other work
+PARTS_PER_PROCESS = 128  # parts small enough to even out cores slowed by other work, and the last part
 MIN_PART_EVENTS = 10_000
 MAX_PARTS = 256  # the queue's records and each helper's answers fit in a pipe's buffer
 _NO_END = 2**63 - 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import Row
+
 from app.clock import format_instant
 from app.violations.models import Violation
 from app.violations.schemas import ViolationContent
@@ -22,7 +24,7 @@ def encode_json(document: Any) -> bytes:
     return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
-def content_document(v: Violation) -> dict[str, Any]:
+def content_document(v: Violation | Row[Any]) -> dict[str, Any]:
     """The editable part of the record, in the shape a merge patch is applied to."""
     return {
         "subject": {
@@ -42,7 +44,8 @@ def content_document(v: Violation) -> dict[str, Any]:
     }
 
 
-def record_document(v: Violation) -> dict[str, Any]:
+def record_document(v: Violation | Row[Any]) -> dict[str, Any]:
+    """The record's JSON from a loaded record, or from a row of the `violations` columns (a listed page)."""
     content = content_document(v)
     return {
         "id": str(v.id),

@@ -223,7 +223,8 @@ def test_stored_resource_ids(raw: str) -> None:
 def test_lists_the_service_stores_take_the_shortcut(ids: list[str]) -> None:
     """Record, token and agency ids: ASCII, which the service's JSON writes as itself."""
     raw = binder("resource_ids", SQLITE)(ids)
-    assert canonical.stored_list_json(raw) == json.dumps(ids, separators=(",", ":"), ensure_ascii=False).encode()
+    expected = json.dumps(ids, separators=(",", ":"), ensure_ascii=False).encode()
+    assert canonical.stored_list_json(raw) == expected
 
 
 raw_rows = st.tuples(
@@ -284,3 +285,16 @@ def test_orjson_writes_every_code_point_as_json_dumps() -> None:
             "occurred_at": datetime(2026, 1, 2, tzinfo=UTC), "resource_ids": [], "detail": {}})
         assert canonical.stored_json(row, '"2026-01-02T00:00:00.000000Z"', "[]", "{}") == \
             reference_text(document).encode()
+
+
+@pytest.mark.parametrize("odd", [1.5, 200.0, b"x", ["a"], {"a": 1}, (1,), datetime(2026, 1, 1)])
+def test_a_page_with_any_other_type_is_not_plain(odd: Any) -> None:
+    """Verification writes a page's rows without a check per row only when the whole page is plain."""
+    row = (1, "id", "2026-01-01 00:00:00.000000", "r", "token", None, "BKN", "a", "success", 200, "GET",
+           "/", None, None, "[]", None, None, None, "{}", "p", "h")
+    assert canonical.plain_values([row, row])
+    for column in range(len(row)):
+        changed = (*row[:column], odd, *row[column + 1:])
+        assert not canonical.plain_values([row, changed])
+        with pytest.raises(TypeError):
+            canonical.stored_json(changed, '"w"', "[]", "{}")
