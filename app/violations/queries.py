@@ -8,7 +8,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Uuid, and_, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, Select, Uuid, and_, literal, literal_column, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.clock import format_instant
@@ -18,7 +18,7 @@ from app.pagination import decode_cursor, malformed_cursor, split_page
 from app.rawdb import Driver
 from app.violations.documents import record_document
 from app.violations.identifiers import normalize_nip, validate_region_code
-from app.violations.models import Change, Violation, ViolationVersion
+from app.violations.models import PROVINCE_SQL, Change, Violation, ViolationVersion
 from app.violations.service import parse_id
 from app.violations.workflow import Status
 
@@ -105,8 +105,10 @@ def _filtered(stmt: Select[Any], filters: ViolationFilters, today: date) -> Sele
             code = validate_region_code(filters.region_code)
         except ValueError as exc:
             raise _query_error("region_code", str(exc)) from None
-        stmt = stmt.where(or_(Violation.subject_region_code == code,
-                              Violation.subject_region_code.like(f"{code}.%")))
+        # Stored codes are `NN` or `NN.NN` (validated on every write), so a province matches itself and
+        # every code under it by its first two characters, and nothing lies under a regency or city.
+        stmt = stmt.where(Violation.subject_region_code == code if "." in code
+                          else literal_column(PROVINCE_SQL) == code)
     if filters.nip is not None:  # the route admits only 18 digits with spaces between
         stmt = stmt.where(Violation.subject_nip == normalize_nip(filters.nip))
     if filters.q is not None and filters.q.strip():
