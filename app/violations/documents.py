@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from sqlalchemy import Row
 
 from app.clock import format_instant
@@ -22,6 +23,20 @@ _BOOKKEEPING = ("version", "updated_at")
 def encode_json(document: Any) -> bytes:
     """The service's JSON bytes (as Starlette's JSONResponse writes them)."""
     return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def stored_record_json(stored: Any) -> bytes:
+    """`encode_json` of a record document as stored (its JSON text, or as the driver parsed it), for the
+    hottest route, GET /v1/violations/{id}. orjson writes strings, integers of up to 64 bits, booleans,
+    null, arrays and objects exactly as encode_json does, five times faster, and a record holds nothing
+    else: its schema has no number that is not an integer (both checked in
+    tests/violations/test_record_json.py). Anything orjson refuses (a lone surrogate, a larger integer)
+    goes through encode_json. The text is read by json, which keeps every integer an integer."""
+    document = json.loads(stored) if isinstance(stored, str | bytes) else stored
+    try:
+        return orjson.dumps(document)
+    except TypeError:
+        return encode_json(document)
 
 
 def content_document(v: Violation | Row[Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from app.routing import (
 )
 from app.violations import queries, service
 from app.violations.conditions import RawBody, etag, none_match
-from app.violations.documents import encode_json
+from app.violations.documents import encode_json, stored_record_json
 from app.violations.openapi import ACTION_BODY, PATCH_BODY
 from app.violations.queries import Sort, ViolationFilters
 from app.violations.schemas import (
@@ -168,7 +168,7 @@ async def get_violation(
     if none_match(if_none_match, version):
         audit.detail = {"not_modified": True}
         return Response(status_code=304, headers={"ETag": etag(version)})
-    return record_response(driver.json(document))
+    return Response(stored_record_json(document), media_type=JSON, headers={"ETag": etag(version)})
 
 
 @router.patch(
