@@ -314,6 +314,18 @@ def _load_postgres(url: str, events: Iterator[tuple[Any, ...]]) -> tuple[int, st
     return last_seq, last_hash
 
 
+def kept_audit_events(target: Target) -> dict[str, Any]:
+    """The audit events of a database kept by an earlier run (`--reuse`): measured again, not loaded."""
+    engine = make_engine(target.url, pool_size=1)
+    try:
+        with engine.connect() as connection:
+            events = int(connection.exec_driver_sql("SELECT seq FROM chain_head").scalar_one())
+    finally:
+        engine.dispose()
+    print(f"  kept {events:,} audit events", flush=True)
+    return {"rows": events, "events": events, "load_seconds": None}
+
+
 def measure_audit_events(target: Target, scenario: Scenario, args: argparse.Namespace,
                          loaded: dict[str, Any]) -> list[Measurement]:
     results = _audit_queries(target, scenario, args)
@@ -759,6 +771,14 @@ def discard_database(backend: str, args: argparse.Namespace, url: str) -> None:
 
 def prepare(backend: str, args: argparse.Namespace) -> Target:
     data_dir = BENCH_DIR / f"scale-{backend}"
+    if args.reuse:
+        if backend == "sqlite":
+            path = data_dir / "scale.db"
+            if not path.exists():
+                raise SystemExit(f"--reuse: no kept database at {path}")
+            return Target(backend, f"sqlite:///{path}", data_dir)
+        url = make_url(args.postgres).set(database="sbt_scale").render_as_string(hide_password=False)
+        return Target(backend, url, data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     return Target(backend, fresh_database(backend, args, data_dir, "scale"), data_dir)
 
@@ -788,7 +808,14 @@ def main() -> int:
     parser.add_argument("--throughput-seconds", type=float, default=10,
                         help="seconds per run of the loaded-vs-empty throughput check (0 skips it)")
     parser.add_argument("--throughput-rounds", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure the audit events of the database an earlier --keep run left (same "
+                             "--events and --seed), instead of loading them again; implies --keep")
     args = parser.parse_args()
+    if args.reuse:
+        if args.datasets != "audit":
+            parser.error("--reuse measures the audit dataset only: add --datasets audit")
+        args.keep = True
 
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     info = machine_info()
@@ -804,10 +831,15 @@ def main() -> int:
             for dataset in DATASETS:
                 if dataset.key not in args.datasets.split(","):
                     continue
-                print(f"{backend}: loading {dataset.name}", flush=True)
-                loaded = dataset.load(target, scenario, args)
-                report.append(f"| load {dataset.name} | {loaded['rows']:,} rows | "
-                              f"{loaded['load_seconds']:.0f} s |")
+                if args.reuse:
+                    loaded = kept_audit_events(target)
+                    report.append(f"| kept {dataset.name} | {loaded['rows']:,} rows | loaded by an earlier "
+                                  "run with --keep |")
+                else:
+                    print(f"{backend}: loading {dataset.name}", flush=True)
+                    loaded = dataset.load(target, scenario, args)
+                    report.append(f"| load {dataset.name} | {loaded['rows']:,} rows | "
+                                  f"{loaded['load_seconds']:.0f} s |")
                 for m in dataset.measure(target, scenario, args, loaded):
                     print(f"  {m.name}: {m.value} ({m.note})", flush=True)
                     report.append(f"| {m.name} | {m.value} | {m.note} |")
