@@ -776,8 +776,10 @@ def prepare(backend: str, args: argparse.Namespace) -> Target:
             path = data_dir / "scale.db"
             if not path.exists():
                 raise SystemExit(f"--reuse: no kept database at {path}")
-            return Target(backend, f"sqlite:///{path}", data_dir)
-        url = make_url(args.postgres).set(database="sbt_scale").render_as_string(hide_password=False)
+            url = f"sqlite:///{path}"
+        else:
+            url = make_url(args.postgres).set(database="sbt_scale").render_as_string(hide_password=False)
+        migrate.upgrade(url)  # kept before a later migration: measured on today's schema
         return Target(backend, url, data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     return Target(backend, fresh_database(backend, args, data_dir, "scale"), data_dir)
