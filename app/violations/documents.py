@@ -13,6 +13,7 @@ import orjson
 from sqlalchemy import Row
 
 from app.clock import format_instant
+from app.rawdb import Driver
 from app.violations.models import Violation
 from app.violations.schemas import ViolationContent
 
@@ -32,7 +33,7 @@ def stored_record_json(stored: Any) -> bytes:
     else: its schema has no number that is not an integer (both checked in
     tests/violations/test_record_json.py). Anything orjson refuses (a lone surrogate, a larger integer)
     goes through encode_json. The text is read by json, which keeps every integer an integer."""
-    document = json.loads(stored) if isinstance(stored, str | bytes) else stored
+    document = Driver.json(stored)
     try:
         return orjson.dumps(document)
     except TypeError:

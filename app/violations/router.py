@@ -63,7 +63,11 @@ RawBodyDep = Annotated[RawBody, Depends(_raw_body)]
 
 
 def record_response(document: dict[str, Any]) -> Response:
-    return Response(encode_json(document), media_type=JSON, headers={"ETag": etag(document["version"])})
+    return record_body_response(encode_json(document), document["version"])
+
+
+def record_body_response(body: bytes, version: int) -> Response:
+    return Response(body, media_type=JSON, headers={"ETag": etag(version)})
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -168,7 +172,7 @@ async def get_violation(
     if none_match(if_none_match, version):
         audit.detail = {"not_modified": True}
         return Response(status_code=304, headers={"ETag": etag(version)})
-    return Response(stored_record_json(document), media_type=JSON, headers={"ETag": etag(version)})
+    return record_body_response(stored_record_json(document), version)
 
 
 @router.patch(

@@ -316,12 +316,7 @@ def _load_postgres(url: str, events: Iterator[tuple[Any, ...]]) -> tuple[int, st
 
 def kept_audit_events(target: Target) -> dict[str, Any]:
     """The audit events of a database kept by an earlier run (`--reuse`): measured again, not loaded."""
-    engine = make_engine(target.url, pool_size=1)
-    try:
-        with engine.connect() as connection:
-            events = int(connection.exec_driver_sql("SELECT seq FROM chain_head").scalar_one())
-    finally:
-        engine.dispose()
+    events = _head_seq(target)
     print(f"  kept {events:,} audit events", flush=True)
     return {"rows": events, "events": events, "load_seconds": None}
 
@@ -340,10 +335,15 @@ def measure_audit_events(target: Target, scenario: Scenario, args: argparse.Name
 
 
 def _appended(target: Target, loaded: int) -> int:
+    return _head_seq(target) - loaded
+
+
+def _head_seq(target: Target) -> int:
+    """The seq of the chain's last event."""
     engine = make_engine(target.url, pool_size=1)
     try:
         with engine.connect() as connection:
-            return int(connection.exec_driver_sql("SELECT seq FROM chain_head").scalar_one()) - loaded
+            return int(connection.exec_driver_sql("SELECT seq FROM chain_head").scalar_one())
     finally:
         engine.dispose()
 
