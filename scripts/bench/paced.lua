@@ -3,7 +3,12 @@
 -- *scheduled*, not from when it could be sent, so a slow response that holds up the requests behind it
 -- is counted against all of them (no coordinated omission).
 --
---   wrk -t T -c T -d 10s -s arm.lua URL -- <requests/s per thread> <warm-up seconds>
+--   wrk -t T -c T -d 10s -s arm.lua URL -- <requests/s per thread> <warm-up seconds> <T>
+--
+-- The threads' schedules are staggered evenly over one interval (thread i starts i/T of it late), so the
+-- service sees requests spread at the total rate. (They once started at a `math.random()` offset, but
+-- every thread has its own Lua state with the same unseeded generator: all T threads drew the same
+-- offset and fired together, T-request bursts that made latency grow with T at any rate.)
 --
 -- wrk's timers have millisecond resolution: a request goes out up to 1 ms *before* its slot and is then
 -- timed from when it was really sent; one that goes out after its slot (the connection was still busy)
@@ -26,10 +31,12 @@ local threads = {}
 
 function setup(thread)
    table.insert(threads, thread)
+   thread:set("index", #threads - 1)
 end
 
 function init(args)
    interval_us = 1000000 / tonumber(args[1])
+   stagger = index / tonumber(args[3] or 1)
    record_from = now_us() + tonumber(args[2]) * 1000000
    next_slot = nil
    slot = 0
@@ -43,7 +50,7 @@ end
 function delay()
    local now = now_us()
    if next_slot == nil then
-      next_slot = now + math.random() * interval_us  -- spread the threads' schedules
+      next_slot = now + stagger * interval_us
    end
    slot = next_slot
    next_slot = next_slot + interval_us

@@ -319,7 +319,7 @@ def paced(arm: Arm, wrk: str, core: int, workdir: Path, rate: float, seconds: fl
     script = arm_script(arm, workdir, "paced")
     warmup = min(1.0, seconds / 4)
     result = run_wrk(wrk, core, arm, script, threads=threads, connections=threads, seconds=seconds,
-                     extra=[f"{rate / threads:.3f}", f"{warmup:g}"])
+                     extra=[f"{rate / threads:.3f}", f"{warmup:g}", str(threads)])
     result.update(target=rate, threads=threads)
     return result
 
