@@ -49,6 +49,12 @@ class RequestContext:
     # Work to do inside a successful write's transaction right before its audit event.
     on_commit: list[Any] = field(default_factory=list)
 
+    def release_read_connection(self) -> None:
+        """Hand the driver-level read connection back to its pool (PostgreSQL), e.g. before waiting."""
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
+
 
 def generated_request_id() -> str:
     """32 random hex digits (what uuid4().hex looks like, without building a UUID per request)."""

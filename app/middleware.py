@@ -223,9 +223,7 @@ class EdgeMiddleware:
         await self.runtime.audit_writer.append(draft, touch_token=touch)
 
     def _release(self, ctx: RequestContext) -> None:
-        if ctx.raw is not None:
-            ctx.raw.close()
-            ctx.raw = None
+        ctx.release_read_connection()
         if ctx.session is not None:
             ctx.session.close()
             ctx.session = None

@@ -78,6 +78,9 @@ async def open_session(request: Request) -> Session:
         runtime = runtime_of(request)
         write = request.method in WRITE_METHODS
         if write and not ctx.write_lock_held:
+            # Queued writes hold no pooled read connection (the token check's), or enough of them
+            # would leave none for the token checks of the requests behind them.
+            ctx.release_read_connection()
             await runtime.write_lock.acquire()
             ctx.write_lock_held = True
         session = runtime.sessions()

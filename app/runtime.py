@@ -57,9 +57,10 @@ class Runtime:
         sessions = make_session_factory(engine)
         key = load_signing_key(settings.key_file)
         codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
-        write_lock = WriteLock(enabled=settings.is_sqlite)
+        write_lock = WriteLock(enabled=True)
+        batch_lock = write_lock if settings.is_sqlite else WriteLock(enabled=False)
         read_engine = make_read_engine(settings.database_url, pool_size=settings.db_read_pool_size)
-        runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(engine, write_lock),
+        runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(engine, batch_lock),
                       read_engine=read_engine)
         runtime.extras["rate_limiter"] = RateLimiter.from_settings(settings)
         return runtime

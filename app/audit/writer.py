@@ -151,9 +151,16 @@ class AuditWriter:
 
 
 class WriteLock:
-    """Serialises write transactions inside one process on SQLite, where the database has a single
-    writer anyway: waiting happens here, on the event loop, instead of in threads stuck in busy_timeout.
-    On PostgreSQL it is a no-op; row locks do the work there."""
+    """Serialises the write transactions of one process, so that waiting for a writer happens here, on the
+    event loop, and never in a worker thread.
+
+    SQLite has a single writer anyway; without this, threads sat in busy_timeout. On PostgreSQL every
+    create holds its year's `case_counters` row and every write commits under the chain head's row lock, so
+    writes were serial there too, but each one waiting for a row lock held a worker thread: with more
+    writes in flight than worker threads (40), all of them could be waiting for the row of a transaction
+    that needed a thread to commit, and the service stopped for good (seen under 32 concurrent creates
+    whose client timed out and retried). On PostgreSQL the audit writer's read batches do not take it (they
+    wait for the chain head on their own thread); on SQLite they do. A disabled lock is a no-op."""
 
     def __init__(self, enabled: bool) -> None:
         self._lock = asyncio.Lock() if enabled else None
