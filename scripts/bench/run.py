@@ -13,9 +13,10 @@ pinned to the other; arms run alternately, each `--rounds` times, and the median
 Then p50/p99 latency of each HTTP arm at 50 % and 80 % of its peak, under open-loop constant-rate load
 (scripts/bench/paced.lua), `--latency-rounds` times, alternating, the run with the median p99 counting
 (one run's p99 swings by several times on a shared host). A run with any response outside 2xx, or any
-socket error, is invalid: nothing is written and the exit status is 1. Results go to the "Throughput and
-latency" section of docs/benchmarks.md (other sections are kept). Ports 18200-18203; PostgreSQL database
-`sbt_bench`.
+socket error, is invalid: nothing is written and the exit status is 1. A valid run whose results miss a
+target of SPEC §11 is written and exits with 2 (so `make bench` reports an error). Results go to the
+"Throughput and latency" section of docs/benchmarks.md (other sections are kept). Ports 18200-18203;
+PostgreSQL database `sbt_bench`.
 
     make bench
     python scripts/bench/run.py --duration 3 --latency-duration 3 --rounds 1 --latency-rounds 1 --docs none
