@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import pytest
 import uvicorn
@@ -20,17 +18,13 @@ from app.main import GC_THRESHOLDS, create_app
 from app.violations.models import PROVINCE_SQL
 from tests.conftest import TokenFactory, audit_rows, bearer
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
 # SQLite's reflection cannot read expression-based indexes, so on SQLite `alembic check` leaves the two
 # province indexes (violations.models.PROVINCE_SQL) out of its comparison, with a warning for each; the
 # drift test checks them there by their stored definition instead (PostgreSQL compares them itself).
-def sqlite_skips_expression_indexes(test: F) -> F:
-    for message in ("Skipped unsupported reflection of expression-based index",
-                    "autogenerate skipping metadata-specified expression-based index"):
-        test = pytest.mark.filterwarnings(f"ignore:{message}")(test)
-    return test
+sqlite_skips_expression_indexes = pytest.mark.filterwarnings(
+    "ignore:(Skipped unsupported reflection of|autogenerate skipping metadata-specified)"
+    " expression-based index"
+)
 
 
 @sqlite_skips_expression_indexes

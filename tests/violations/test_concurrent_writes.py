@@ -10,7 +10,6 @@ write transaction of a process is ever open, and none waits for a lock in a thre
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
@@ -66,10 +65,11 @@ def test_more_concurrent_creates_than_worker_threads_all_finish_one_transaction_
     monkeypatch.setattr(service, "create_violation", counted)
     headers = bearer(agency_tokens["BAWASLU"])
     with TestClient(create_app(settings)) as client:
-        limit: Callable[[], None] = lambda: setattr(  # noqa: E731
-            anyio.to_thread.current_default_thread_limiter(), "total_tokens", WORKER_THREADS)
+        def few_worker_threads() -> None:  # runs on the app's event loop
+            anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+
         assert client.portal is not None
-        client.portal.call(limit)
+        client.portal.call(few_worker_threads)
         barrier = threading.Barrier(CLIENTS)
 
         def post(_: int) -> tuple[int, str]:
