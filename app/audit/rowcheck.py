@@ -21,7 +21,7 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any, TextIO
 
 from app.audit import canonical
@@ -77,7 +77,7 @@ def _quoted(text: str) -> str:
     return '"' + text + '"'  # digits, "-", ":", ".", "T", "Z" only; None (unusual) raises
 
 
-def pages(conn: Any, backend: str, after: int, to_seq: int) -> Iterator[list[Sequence[Any]]]:
+def pages(conn: Any, backend: str, after: int, to_seq: int) -> Generator[list[Sequence[Any]], None, None]:
     """Raw rows with after < seq <= to_seq in seq order, a page at a time, on a DB-API connection."""
     sql = rows_sql(backend)
     options = {} if backend == "sqlite" else {"prepare": True}
@@ -157,10 +157,16 @@ def check_part(conn: Any, backend: str, from_seq: int, to_seq: int, recheck: Rec
             cursor.close()
         prev_hash = None if found is None else found[0]
     read = pages(conn, backend, from_seq - 1, to_seq)
-    head = next(read, None)
-    first: FirstRow = None if head is None else (head[0][0], head[0][20])
-    outcome = check_pages(read if head is None else itertools.chain([head], read), from_seq=from_seq,
-                          prev_hash=prev_hash, instant_json=instant_reader(backend), recheck=recheck)
+    try:
+        head = next(read, None)
+        first: FirstRow = None if head is None else (head[0][0], head[0][20])
+        outcome = check_pages(read if head is None else itertools.chain([head], read), from_seq=from_seq,
+                              prev_hash=prev_hash, instant_json=instant_reader(backend), recheck=recheck)
+    finally:
+        # A walk that stops at a bad row leaves the reader unfinished: close its cursor now, while the
+        # connection is open, not whenever the garbage collector gets to it (by then the caller may have
+        # closed the connection, and the cursor's close raises into the void).
+        read.close()
     return outcome, first
 
 
