@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import migrate
@@ -24,7 +24,7 @@ from app.auth.principal import Scope
 from app.clock import utcnow
 from app.config import Settings, SettingsError, get_settings
 from app.context import generated_request_id
-from app.db import begin_write, make_engine, make_session_factory
+from app.db import begin_write, is_lock_timeout, make_engine, make_session_factory
 from app.errors import AppError
 from app.tokens import service as token_service
 from app.tokens.models import ApiToken
@@ -38,7 +38,8 @@ def _err(message: str) -> None:
 
 
 def _sessions(settings: Settings) -> Callable[[], Session]:
-    return make_session_factory(make_engine(settings.database_url, pool_size=2))
+    return make_session_factory(make_engine(settings.database_url, pool_size=2,
+                                            lock_timeout=settings.db_lock_timeout_seconds))
 
 
 def require_head(settings: Settings) -> None:
@@ -79,7 +80,7 @@ def codec_for(settings: Settings) -> TokenCodec:
 
 
 def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
-    migrate.upgrade(settings.database_url)
+    migrate.upgrade(settings.database_url, lock_timeout=settings.db_lock_timeout_seconds)
     _err(f"database at head ({migrate.head_revision(settings.database_url)})")
     return EXIT_OK
 
@@ -419,13 +420,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
-        return int(args.handler(settings, args))
     except SettingsError as exc:
         _err(f"error: {exc}")
         return EXIT_UNUSABLE
-    except KeyError_ as exc:
+    try:
+        return int(args.handler(settings, args))
+    except (SettingsError, KeyError_) as exc:  # settings checked on use (rate limits' storage, the key)
         _err(f"error: {exc}")
         return EXIT_UNUSABLE
+    except Exception as exc:  # no traceback for a database that is down or a lock held too long
+        problem = database_problem(exc, settings.db_lock_timeout_seconds)
+        if problem is None:
+            raise
+        _err(f"error: {problem}")
+        return EXIT_UNUSABLE
+
+
+def database_problem(exc: BaseException, lock_timeout: float) -> str | None:
+    """One line for the operator when the database failed the command (its driver's words), else None.
+    Driver-level statements (app/rawdb.py) raise the driver's own errors, SQLAlchemy's wrap them."""
+    if is_lock_timeout(exc):
+        return (f"a lock this command needs was held by another transaction for more than {lock_timeout:g} s "
+                "(SBT_DB_LOCK_TIMEOUT_SECONDS); nothing was changed")
+    if not isinstance(exc, OperationalError):
+        return None
+    words = str(exc.orig).strip().splitlines()
+    return "the database is unavailable" + (f": {words[0]}" if words else "")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # audit writer; driver-level reads (token checks, record reads), as many as worker threads by default.
     db_pool_size: int = Field(default=20, ge=1, le=500)
     db_read_pool_size: int = Field(default=40, ge=1, le=500)
+    # How long a statement waits for a lock held by another transaction (another instance's write, an
+    # operator's open session, a migration) before the request gets 503 (PostgreSQL lock_timeout, SQLite
+    # busy timeout); also how long a write waits for this process's earlier writes.
+    db_lock_timeout_seconds: float = Field(default=30.0, ge=0.1, le=3600)
 
     @field_validator("rate_limit", "auth_failure_limit")
     @classmethod

@@ -78,20 +78,29 @@ POOL_SIZE = 20
 # As many as worker threads (anyio's default limit): past it, every peak opened and closed connections
 # (on PostgreSQL a server process each; 217 in 6 s at 32 concurrent reads with 20).
 READ_POOL_SIZE = 40
+# How long a statement waits for a lock another transaction holds before it fails (SQLite's busy timeout,
+# PostgreSQL's lock_timeout); the request then gets 503 and changes nothing (SBT_DB_LOCK_TIMEOUT_SECONDS).
+LOCK_TIMEOUT_SECONDS = 30.0
 
 
-def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int | None = None) -> Engine:
+def _postgres_connect_args(lock_timeout: float) -> dict[str, Any]:
+    return {"connect_timeout": 5, "prepare_threshold": 2,
+            "options": f"-c lock_timeout={max(1, round(lock_timeout * 1000))}"}
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int | None = None,
+                lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Engine:
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": lock_timeout},
             pool_size=SQLITE_POOL_SIZE if pool_size is None else pool_size,
             max_overflow=10,
         )
-        _configure_sqlite(engine, sqlite_synchronous)
+        _configure_sqlite(engine, sqlite_synchronous, lock_timeout)
         return engine
     return create_engine(
         url,
@@ -99,11 +108,12 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL", pool_size: int | 
         max_overflow=10,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "prepare_threshold": 2},
+        connect_args=_postgres_connect_args(lock_timeout),
     )
 
 
-def make_read_engine(url: str, *, pool_size: int | None = None) -> Engine | None:
+def make_read_engine(url: str, *, pool_size: int | None = None,
+                     lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> Engine | None:
     """PostgreSQL: a second pool in autocommit mode for the driver-level reads of app/rawdb.py (each a
     single statement, so no BEGIN/ROLLBACK round trips and no ping per checkout: a connection that died
     fails its statement, is invalidated and answered with 503, and the next checkout opens a new one).
@@ -116,11 +126,11 @@ def make_read_engine(url: str, *, pool_size: int | None = None) -> Engine | None
         pool_size=READ_POOL_SIZE if pool_size is None else pool_size,
         max_overflow=10,
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5, "prepare_threshold": 2},
+        connect_args=_postgres_connect_args(lock_timeout),
     )
 
 
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str, lock_timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's implicit BEGIN is too late and
@@ -130,13 +140,26 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={max(1, round(lock_timeout * 1000))}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         write = conn.get_execution_options().get(WRITE_INTENT, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def is_lock_timeout(exc: BaseException) -> bool:
+    """Whether a database error (the driver's, or SQLAlchemy's wrapping it) is a lock wait that timed out:
+    PostgreSQL's lock_not_available (SQLSTATE 55P03), SQLite's SQLITE_BUSY after the busy timeout."""
+    error = getattr(exc, "orig", None) or exc
+    if getattr(error, "sqlstate", None) == "55P03":
+        return True
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == _SQLITE_BUSY
+
+
+_SQLITE_BUSY = 5
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

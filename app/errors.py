@@ -115,6 +115,15 @@ class ServiceUnavailable(AppError):
     status, code, title = 503, "service_unavailable", "Service unavailable"
 
 
+class LockTimeout(ServiceUnavailable):
+    """A lock the request needed stayed held by another transaction past the lock timeout (503, same code
+    as an outage: nothing was changed and the request can be repeated)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"a lock this request needs was held by another transaction for more than "
+                         f"{seconds:g} s; nothing was changed; try again shortly")
+
+
 class InternalError(AppError):
     status, code, title = 500, "internal_error", "Internal server error"
 

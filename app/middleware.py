@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.audit.chain import EventDraft, append_events, outcome_for
 from app.audit.writer import last_use_is_stale, touch_tokens
 from app.context import RequestContext, generated_request_id
-from app.errors import AppError, InternalError, ServiceUnavailable, problem_response
+from app.db import is_lock_timeout
+from app.errors import AppError, InternalError, LockTimeout, ServiceUnavailable, problem_response
 from app.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -123,7 +124,10 @@ class EdgeMiddleware:
                 log.error("response stream failed (request_id=%s): %s", request_id, type(exc).__name__)
             else:
                 error: AppError
-                if is_database_outage(exc) or isinstance(exc, self.runtime.driver.outage_errors):
+                if is_lock_timeout(exc):
+                    error = LockTimeout(self.runtime.settings.db_lock_timeout_seconds)
+                    log.warning("lock wait timed out (request_id=%s): %s", request_id, type(exc).__name__)
+                elif is_database_outage(exc) or isinstance(exc, self.runtime.driver.outage_errors):
                     error = ServiceUnavailable("the database is unavailable; try again shortly")
                     log.warning("database unavailable (request_id=%s): %s", request_id, type(exc).__name__)
                 else:

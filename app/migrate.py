@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from app.db import make_engine
+from app.db import LOCK_TIMEOUT_SECONDS, make_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,8 +22,9 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str) -> None:
-    engine = make_engine(database_url, pool_size=1)  # also creates the SQLite file's folder
+def upgrade(database_url: str, *, lock_timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+    # A lock wait is bounded: DDL waiting behind a long transaction would queue every request behind it.
+    engine = make_engine(database_url, pool_size=1, lock_timeout=lock_timeout)  # creates SQLite's folder
     try:
         with engine.begin() as connection:
             config = alembic_config(database_url)

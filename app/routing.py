@@ -25,7 +25,7 @@ from starlette.responses import Response
 from app.auth.jwt import TokenRejected
 from app.auth.principal import Principal, Scope, lookup_principal
 from app.context import AuditDraft, RequestContext
-from app.db import begin_write
+from app.db import begin_write, is_lock_timeout
 from app.errors import (
     AgencyInactive,
     AppError,
@@ -106,7 +106,9 @@ async def run_read(request: Request, read: Callable[[Any], T]) -> T:
     if runtime.settings.is_sqlite:
         try:
             return read(runtime.loop_reader())
-        except outages:
+        except outages as exc:
+            if is_lock_timeout(exc):
+                raise
             runtime.drop_loop_reader()
         return read(runtime.loop_reader())
     ctx = context_of(request)
@@ -118,7 +120,9 @@ async def run_read(request: Request, read: Callable[[Any], T]) -> T:
                 ctx.raw = engine.raw_connection()
             try:
                 return read(ctx.raw)
-            except outages:
+            except outages as exc:
+                if is_lock_timeout(exc):  # the connection is fine; waiting again would only double the wait
+                    raise
                 broken, ctx.raw = ctx.raw, None
                 broken.invalidate()
                 if attempt == 2:

@@ -52,14 +52,16 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         postgres = not settings.is_sqlite
+        lock_timeout = settings.db_lock_timeout_seconds
         engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous,
-                             pool_size=settings.db_pool_size if postgres else None)
+                             pool_size=settings.db_pool_size if postgres else None, lock_timeout=lock_timeout)
         sessions = make_session_factory(engine)
         key = load_signing_key(settings.key_file)
         codec = TokenCodec(key, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
-        write_lock = WriteLock(enabled=True)
+        write_lock = WriteLock(enabled=True, timeout=lock_timeout)
         batch_lock = write_lock if settings.is_sqlite else WriteLock(enabled=False)
-        read_engine = make_read_engine(settings.database_url, pool_size=settings.db_read_pool_size)
+        read_engine = make_read_engine(settings.database_url, pool_size=settings.db_read_pool_size,
+                                       lock_timeout=lock_timeout)
         runtime = cls(settings, engine, sessions, codec, write_lock, AuditWriter(engine, batch_lock),
                       read_engine=read_engine)
         runtime.extras["rate_limiter"] = RateLimiter.from_settings(settings)

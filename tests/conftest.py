@@ -10,12 +10,14 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app import migrate
@@ -192,3 +194,26 @@ def audit_rows(db: Session) -> list[AuditEvent]:
     """Every audit row in seq order, read in a new transaction (so commits by the app are visible)."""
     db.rollback()
     return list(db.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
+
+
+@contextmanager
+def lock_held_elsewhere(url: str, table: str) -> Iterator[None]:
+    """An outside session holding a lock until the block ends: writes to `table` wait for it on PostgreSQL
+    (reads do not), any write at all on SQLite (one writer for the whole file)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            if url.startswith("sqlite"):
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                # Should the service wait without limit, the server ends this session after 20 s and the
+                # write goes through: the test then fails on its status instead of hanging.
+                connection.execute(text("SET idle_in_transaction_session_timeout = '20s'"))
+                connection.execute(text(f"LOCK TABLE {table} IN EXCLUSIVE MODE"))
+            try:
+                yield
+            finally:
+                with suppress(DBAPIError):  # the server may have ended the session (see above)
+                    connection.rollback()
+    finally:
+        engine.dispose()

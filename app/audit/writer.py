@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.chain import EventDraft, append_rows
 from app.clock import utcnow
+from app.errors import LockTimeout
 from app.rawdb import Driver
 
 if TYPE_CHECKING:
@@ -162,19 +163,29 @@ class WriteLock:
     whose client timed out and retried). On PostgreSQL the audit writer's read batches do not take it (they
     wait for the chain head on their own thread); on SQLite they do. A disabled lock is a no-op."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, timeout: float | None = None) -> None:
         self._lock = asyncio.Lock() if enabled else None
+        # A write queued longer than this gets LockTimeout (503): the writes ahead of it are stuck behind
+        # a lock held elsewhere, and each of them waits for that lock at most the same time.
+        self._timeout = timeout
 
     async def __aenter__(self) -> None:
-        if self._lock is not None:
-            await self._lock.acquire()
+        await self.acquire()
 
     async def __aexit__(self, *exc: object) -> None:
         self.release()
 
     async def acquire(self) -> None:
-        if self._lock is not None:
+        if self._lock is None:
+            return
+        if self._timeout is None:
             await self._lock.acquire()
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise LockTimeout(self._timeout) from None
 
     def release(self) -> None:
         if self._lock is not None and self._lock.locked():

@@ -19,7 +19,7 @@ from app.cli import main
 from app.config import get_settings
 from app.tokens.models import ApiToken
 from tests.auth.forge import parts
-from tests.conftest import audit_rows, bearer
+from tests.conftest import audit_rows, bearer, lock_held_elsewhere
 
 CREATE = ["tokens", "create", "--agency", "KEMENDAGRI", "--name", "nightly sync",
           "--scope", "violations:read", "--scope", "audit:read"]
@@ -217,3 +217,29 @@ def test_the_installed_command_works_in_command_substitution(
     response = client.get("/v1/agencies", headers=bearer(token))
     assert response.status_code == 200
     assert db.scalar(select(func.count()).select_from(ApiToken)) == 1
+
+
+def test_a_held_lock_or_a_database_that_is_down_ends_a_command_with_one_line(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], db: Session, db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SBT_DB_LOCK_TIMEOUT_SECONDS", "0.5")
+    get_settings.cache_clear()
+    with lock_held_elsewhere(db_url, "chain_head"):  # every audited command appends to the chain
+        code, out, err = run(capsys, *CREATE)
+    assert (code, out) == (2, "")
+    assert err.strip() == ("error: a lock this command needs was held by another transaction for more than "
+                           "0.5 s (SBT_DB_LOCK_TIMEOUT_SECONDS); nothing was changed")
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(ApiToken)) == 0
+    assert run(capsys, *CREATE)[0] == 0  # released: the same command works
+
+    if db_url.startswith("sqlite"):
+        monkeypatch.setenv("SBT_DATABASE_URL", f"sqlite:///{cli_env}")  # a folder: SQLite cannot open it
+    else:
+        monkeypatch.setenv("SBT_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/sbt")
+    get_settings.cache_clear()
+    code, out, err = run(capsys, "tokens", "list")
+    assert (code, out) == (2, "")
+    assert err.startswith("error: the database is unavailable: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
