@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 from common import BENCH_DIR, BIN, DEFAULT_PG, ROOT, create_database, drop_database, service_env
+from run import BenchError, ensure_tools
 
 HERE = Path(__file__).resolve().parent
 PORT = 18290
@@ -60,6 +61,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", default=os.environ.get("SBT_BENCH_POSTGRES", DEFAULT_PG))
     args = parser.parse_args()
+    try:
+        wrk = ensure_tools()  # installs wrk when missing, as make bench does
+    except BenchError as exc:
+        print(f"cpu: {exc}", file=sys.stderr)
+        return 1
     work = BENCH_DIR / "cpu"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -97,7 +103,7 @@ def main() -> int:
             url_, lua = targets[arm]
             for round_ in range(args.rounds + 1):  # the first round warms up
                 before, sys_before = server_cpu_seconds(server.pid)
-                out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c32", f"-d{args.seconds}s", "-s",
+                out = subprocess.run(["taskset", "-c", "1", wrk, "-t1", "-c32", f"-d{args.seconds}s", "-s",
                                       str(lua), url_], capture_output=True, text=True, check=True).stdout
                 after, sys_after = server_cpu_seconds(server.pid)
                 rate = float(next(line for line in out.splitlines() if "Requests/sec" in line).split()[1])

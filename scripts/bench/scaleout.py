@@ -9,7 +9,7 @@ the audited create; then the chain must verify and the audit log must hold one e
 
 Writes the "Scale-out: several workers on one PostgreSQL" section of docs/benchmarks.md.
 """
-# ruff: noqa: S603, S607 - a benchmark driver runs the tools it names
+# ruff: noqa: S603 - a benchmark driver runs the tools it names
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from common import (
     service_env,
     write_section,
 )
+from run import BenchError, ensure_tools
 from sqlalchemy import create_engine, text
 
 HERE = Path(__file__).resolve().parent
@@ -50,8 +51,8 @@ def sbt(env: dict[str, str], *args: str) -> str:
                           check=True).stdout.strip()
 
 
-def wrk(url: str, script: Path, seconds: float) -> tuple[float, int]:
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{int(seconds)}s", "-s", str(script), url],
+def wrk(tool: str, url: str, script: Path, seconds: float) -> tuple[float, int]:
+    out = subprocess.run([tool, "-t2", "-c32", f"-d{int(seconds)}s", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     rate = float(next(line for line in out.splitlines() if "Requests/sec" in line).split()[1])
     return rate, out.count("NOT2XX")
@@ -92,9 +93,9 @@ def run(workers: int, args: argparse.Namespace, workdir: Path) -> dict[str, floa
                             headers={**auth, "Content-Type": "application/json"}).json()["id"]
         read = lua(workdir / "read.lua", token)
         create = lua(workdir / "create.lua", token, method="POST", body=json.dumps(json.loads(body)))
-        wrk(f"{base}/v1/violations/{record}", read, 2)  # warm-up
-        read_rate, read_bad = wrk(f"{base}/v1/violations/{record}", read, args.seconds)
-        create_rate, create_bad = wrk(f"{base}/v1/violations", create, args.seconds)
+        wrk(args.wrk, f"{base}/v1/violations/{record}", read, 2)  # warm-up
+        read_rate, read_bad = wrk(args.wrk, f"{base}/v1/violations/{record}", read, args.seconds)
+        create_rate, create_bad = wrk(args.wrk, f"{base}/v1/violations", create, args.seconds)
         verify = httpx.get(f"{base}/v1/audit/verify", headers=auth, timeout=120).json()
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -117,6 +118,11 @@ def main() -> int:
     parser.add_argument("--postgres", default=os.environ.get("SBT_BENCH_POSTGRES", DEFAULT_PG))
     parser.add_argument("--docs", default=str(DOCS))
     args = parser.parse_args()
+    try:
+        args.wrk = ensure_tools()  # installs wrk when missing, as make bench does
+    except BenchError as exc:
+        print(f"scaleout: {exc}", file=sys.stderr)
+        return 1
     workdir = BENCH_DIR / "scaleout"
     workdir.mkdir(parents=True, exist_ok=True)
     info = machine_info()
