@@ -21,7 +21,7 @@ _TITLES = {
     422: "Validation error",
     428: "If-Match header required",
     429: "Rate limit exceeded",
-    503: "Database or audit log unavailable",
+    503: "Database or audit log unavailable, or a lock held elsewhere past SBT_DB_LOCK_TIMEOUT_SECONDS",
 }
 
 
