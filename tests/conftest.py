@@ -177,7 +177,7 @@ def issue_token(settings: Settings) -> Iterator[TokenFactory]:
 
     def issue(agency: str = "BKN", *scopes: str, days: int = 30) -> str:
         data = TokenCreate(agency=agency, name=f"test {agency}", scopes=list(scopes or ALL_SCOPES),
-                           expires_in_days=days)  # type: ignore[arg-type]
+                           expires_in_days=days)
         with sessions() as session:
             _, value = issue_token_offline(settings, session, data)
         return value

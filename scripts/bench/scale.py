@@ -478,7 +478,7 @@ def _api_queries(target: Target, plans: list[tuple[str, Callable[[], dict[str, A
     engine = make_engine(target.url, pool_size=1)
     with make_session_factory(engine)() as session:
         _, token = issue_token_offline(settings, session, TokenCreate(
-            agency="BKN", name="scale auditor", scopes=["audit:read"], expires_in_days=1))  # type: ignore[list-item]
+            agency="BKN", name="scale auditor", scopes=["audit:read"], expires_in_days=1))
     engine.dispose()
     headers = {"Authorization": f"Bearer {token}"}
     results = []
@@ -713,9 +713,11 @@ def measure_records(target: Target, scenario: Scenario, args: argparse.Namespace
                     if rng.random() < 0.8:
                         at, record_id = rng.choice(anchors)
                         if sort is Sort.CREATED_DESC:
-                            at = session.scalar(Violation.__table__.select().with_only_columns(
+                            created = session.scalar(Violation.__table__.select().with_only_columns(
                                 Violation.__table__.c.created_at).where(
                                 Violation.__table__.c.id == uuid.UUID(record_id)))
+                            assert created is not None, record_id
+                            at = created
                         cursor = encode_cursor(sort.value, at.isoformat(), record_id)
                     filters = plan()
                     started = time.perf_counter()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, create_engine, delete, insert, select, update
+from sqlalchemy import Connection, Table, create_engine, delete, insert, select, update
 
 from app.audit.chain import EVENT_COLUMNS, event_document, event_hash
 from app.audit.models import AuditEvent, AuditEventResource, ChainHead
@@ -17,7 +17,7 @@ from app.cli import main
 from app.config import Settings, get_settings
 from tests.conftest import TokenFactory, bearer
 
-EVENTS = AuditEvent.__table__
+EVENTS = cast(Table, AuditEvent.__table__)
 
 
 @dataclass
@@ -105,7 +105,7 @@ def rehash(conn: Connection, seq: int, prev_hash: str | None = None) -> str:
 
 def rewrite_from(conn: Connection, first: int, last: int) -> str:
     """Recompute every link and hash from `first` to `last` and move the head row there: a full rewrite."""
-    prev = stored_row(conn, first - 1)["hash"]
+    prev: str = stored_row(conn, first - 1)["hash"]
     for seq in range(first, last + 1):
         prev = rehash(conn, seq, prev_hash=prev)
     conn.execute(update(ChainHead).where(ChainHead.id == 1).values(seq=last, hash=prev))

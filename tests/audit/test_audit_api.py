@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from jose import jwt
+from jose import jwt  # type: ignore[import-untyped]  # python-jose ships no type information
 
 from tests.audit.conftest import AuditLog, Sbt, build_log
 from tests.conftest import TokenFactory, audit_rows, bearer

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from jose import jws
-from jose.exceptions import JOSEError
+from jose import jws  # type: ignore[import-untyped]  # python-jose ships no type information
+from jose.exceptions import JOSEError  # type: ignore[import-untyped]
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -113,7 +113,7 @@ def test_each_checkpoint_is_stored_and_listed_newest_first_page_by_page(
     log = build_log(client, issue_token)
     issued = [take_checkpoint(client, log) for _ in range(5)]
 
-    seen: list[dict[str, object]] = []
+    seen: list[dict[str, Any]] = []
     cursor = None
     for _ in range(10):
         query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")

@@ -22,7 +22,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "audit.md"
 
 def snippet() -> str:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
-    (code,) = [block for block in blocks if block.startswith('"""verify_export.py')]
+    (code,) = [str(block) for block in blocks if block.startswith('"""verify_export.py')]
     return code
 
 

@@ -62,7 +62,7 @@ def log(settings: Settings) -> Iterator[str]:
     yield settings.database_url
 
 
-def three_ways(db: Session, monkeypatch: pytest.MonkeyPatch, **range_: int) -> list[VerifyResult]:
+def three_ways(db: Session, monkeypatch: pytest.MonkeyPatch, **range_: Any) -> list[VerifyResult]:
     """(reference, raw rows, raw rows in parts of ten shared by three checkers), each in a transaction of
     its own."""
     results = []
@@ -95,7 +95,7 @@ class _ThreadHelper:
         url = engine.url.render_as_string(hide_password=False)
 
         def work() -> None:
-            conn = rowcheck.connect(engine.dialect.name, args, kwargs)
+            conn = rowcheck.connect(engine.dialect.name, list(args), kwargs)
             try:
                 rowcheck.serve(conn, engine.dialect.name, queue, rowcheck._reference(url),
                                lambda *answer: self.found.append(answer))
@@ -124,12 +124,17 @@ def same_answer(results: list[VerifyResult]) -> VerifyResult:
 
 
 def set_column(seq: int, **values: Any) -> Callable[[Connection], None]:
-    return lambda conn: conn.execute(update(EVENTS).where(EVENTS.c.seq == seq).values(**values)) and None
+    def edit(conn: Connection) -> None:
+        conn.execute(update(EVENTS).where(EVENTS.c.seq == seq).values(**values))
+    return edit
 
 
 def set_raw(seq: int, sql: str) -> Callable[[Connection], None]:
     statement = f"UPDATE audit_events SET {sql} WHERE seq = {seq}"  # noqa: S608 - the test's own text
-    return lambda conn: conn.exec_driver_sql(statement) and None
+
+    def edit(conn: Connection) -> None:
+        conn.exec_driver_sql(statement)
+    return edit
 
 
 def edited_and_rehashed(seq: int, **values: Any) -> Callable[[Connection], None]:

@@ -102,12 +102,12 @@ def test_purpose_and_query_are_recorded(client: TestClient, issue_token: TokenFa
 def test_an_unexpected_error_is_a_generic_500_and_audited(
     client: TestClient, issue_token: TokenFactory, db: Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import app.agencies.router as router
+    import app.agencies.service as agency_service
 
     def explode(**_: object) -> None:
         raise RuntimeError("secret internals: password=hunter2")
 
-    monkeypatch.setattr(router.service, "list_agencies", explode)
+    monkeypatch.setattr(agency_service, "list_agencies", explode)
     token = issue_token("BKN", "violations:read")
     before = len(audit_rows(db))
     response = client.get("/v1/agencies", headers=bearer(token))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -40,8 +40,8 @@ def send_raw(client: TestClient, method: str, path: str, headers: dict[str, str]
             return {"type": "http.request", "body": chunks[pulled - 1], "more_body": pulled < len(chunks)}
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
@@ -50,7 +50,11 @@ def send_raw(client: TestClient, method: str, path: str, headers: dict[str, str]
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
     }
     assert client.portal is not None
-    client.portal.call(client.app, scope, receive, send)
+
+    async def run() -> None:
+        await client.app(scope, receive, send)
+
+    client.portal.call(run)
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     return start["status"], json.loads(body), pulled

@@ -72,7 +72,7 @@ def fit_runtime_rules(case: Any) -> None:
         if "nip" in case.query:
             case.query["nip"] = KNOWN_NIP
         bounds = [case.query.get(name) for name in ("from_seq", "to_seq")]
-        if all(str(bound).isdigit() for bound in bounds) and int(bounds[1]) < int(bounds[0]):
+        if all(str(bound).isdigit() for bound in bounds) and int(str(bounds[1])) < int(str(bounds[0])):
             case.query["from_seq"], case.query["to_seq"] = bounds[1], bounds[0]
     if isinstance(case.headers, MutableMapping) and not meta.is_negative_at(ParameterLocation.HEADER):
         for name in list(case.headers):

@@ -99,12 +99,17 @@ class Api:
         self.client = client
         self.tokens = tokens
 
+    def _sent(self, response: Any) -> Response:
+        # TestClient's request methods are typed as returning Any under strict mypy.
+        assert isinstance(response, Response)
+        return response
+
     def headers(self, agency: str, **extra: str) -> dict[str, str]:
         return {**bearer(self.tokens[agency]), **extra}
 
     def create(self, agency: str = "BAWASLU", body: dict[str, Any] | None = None, **headers: str) -> Response:
-        return self.client.post("/v1/violations", json=body or VALID_BODY,
-                                headers=self.headers(agency, **headers))
+        return self._sent(self.client.post("/v1/violations", json=body or VALID_BODY,
+                                headers=self.headers(agency, **headers)))
 
     def created(self, agency: str = "BAWASLU", body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = self.create(agency, body)
@@ -112,27 +117,30 @@ class Api:
         return dict(response.json())
 
     def get(self, violation_id: str, agency: str = "BKN", **headers: str) -> Response:
-        return self.client.get(f"/v1/violations/{violation_id}", headers=self.headers(agency, **headers))
+        return self._sent(self.client.get(f"/v1/violations/{violation_id}",
+                                          headers=self.headers(agency, **headers)))
 
     def act(self, violation_id: str, agency: str, body: dict[str, Any], version: Version) -> Response:
         """`version`: an int becomes If-Match: "<int>"; a string is sent as it is; None sends none."""
         extra = {} if version is None else {"If-Match": _if_match(version)}
-        return self.client.post(f"/v1/violations/{violation_id}/actions", json=body,
-                                headers=self.headers(agency, **extra))
+        return self._sent(self.client.post(f"/v1/violations/{violation_id}/actions", json=body,
+                                headers=self.headers(agency, **extra)))
 
     def history(self, violation_id: str, agency: str = "BKN") -> Response:
-        return self.client.get(f"/v1/violations/{violation_id}/history", headers=self.headers(agency))
+        return self._sent(self.client.get(f"/v1/violations/{violation_id}/history",
+                                          headers=self.headers(agency)))
 
     def version(self, violation_id: str, n: int, agency: str = "BKN") -> Response:
-        return self.client.get(f"/v1/violations/{violation_id}/versions/{n}", headers=self.headers(agency))
+        return self._sent(self.client.get(f"/v1/violations/{violation_id}/versions/{n}",
+                                          headers=self.headers(agency)))
 
     def patch(self, violation_id: str, agency: str, patch: Any, version: Version,
               content_type: str = "application/merge-patch+json") -> Response:
         extra = {"Content-Type": content_type}
         if version is not None:
             extra["If-Match"] = _if_match(version)
-        return self.client.patch(f"/v1/violations/{violation_id}", content=json.dumps(patch),
-                                 headers=self.headers(agency, **extra))
+        return self._sent(self.client.patch(f"/v1/violations/{violation_id}", content=json.dumps(patch),
+                                 headers=self.headers(agency, **extra)))
 
     def drive(self, status: str, reporter: str = "BAWASLU") -> dict[str, Any]:
         """A new record (reported by `reporter`) walked to `status` through the API."""
@@ -158,7 +166,7 @@ def api(client: TestClient, agency_tokens: dict[str, str]) -> Api:
 
 
 def count_rows(db: Session, table: str) -> int:
-    from app import models
+    from app.violations import models
 
     model = {"violations": models.Violation, "violation_versions": models.ViolationVersion,
              "changes": models.Change, "idempotency_keys": models.IdempotencyKey}[table]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
@@ -110,7 +110,7 @@ BAD_BODIES: list[tuple[dict[str, Any], tuple[str | int, ...]]] = [
     (body_with(description="nul \u0000"), ("description",)),
     (body_with(evidence=[{"kind": "document", "name": "a\u0000.pdf", "sha256": "a" * 64}]), ("name",)),
     (body_with(foo=1), ("foo",)),
-    *[(body_with(**{owned: value}), (owned,)) for owned, value in [
+    *[(body_with(**cast("dict[str, Any]", {owned: value})), (owned,)) for owned, value in [
         ("id", "8c4f7f1e-2a50-4b0e-9a52-6d3f0b3e1a11"), ("case_number", "NET-2024-000001"),
         ("status", "sanctioned"),
         ("version", 7), ("reporting_agency", "BKN"), ("recommendation", None), ("follow_up", None),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
@@ -53,8 +54,8 @@ def test_cors_turns_direct_dispatch_off(make_settings: Any) -> None:
 
 
 def test_only_plain_string_routes_are_direct() -> None:
-    direct = {(route.path, method) for route in violations_router.routes
-              for method in route.methods if getattr(route, "direct", None)}
+    direct = {(route.path, method) for route in violations_router.routes if isinstance(route, APIRoute)
+              for method in route.methods or () if getattr(route, "direct", None)}
     assert direct == {("/v1/violations/{violation_id}", "GET")}
 
 
