@@ -18,6 +18,7 @@ from app import migrate
 from app.audit import checkpoints
 from app.audit import service as audit_service
 from app.audit.chain import EventDraft, append_events, lock_head
+from app.audit.rowcheck import is_undecodable_text
 from app.auth.jwt import TokenCodec
 from app.auth.keys import KeyError_, generate_key_file, load_signing_key
 from app.auth.principal import Scope
@@ -442,6 +443,9 @@ def database_problem(exc: BaseException, lock_timeout: float) -> str | None:
     if is_lock_timeout(exc):
         return (f"a lock this command needs was held by another transaction for more than {lock_timeout:g} s "
                 "(SBT_DB_LOCK_TIMEOUT_SECONDS); nothing was changed")
+    if is_undecodable_text(exc):
+        return ("a stored row holds text that is not valid UTF-8 and cannot be read "
+                "(`sbt audit verify` names a damaged audit event)")
     if not isinstance(exc, OperationalError):
         return None
     words = str(exc.orig).strip().splitlines()

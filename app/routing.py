@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from starlette import types as asgi
 from starlette.responses import Response
 
+from app.audit.rowcheck import is_undecodable_text
 from app.auth.jwt import TokenRejected
 from app.auth.principal import Principal, Scope, lookup_principal
 from app.context import AuditDraft, RequestContext
@@ -107,7 +108,7 @@ async def run_read(request: Request, read: Callable[[Any], T]) -> T:
         try:
             return read(runtime.loop_reader())
         except outages as exc:
-            if is_lock_timeout(exc):
+            if is_lock_timeout(exc) or is_undecodable_text(exc):  # the connection is fine
                 raise
             runtime.drop_loop_reader()
         return read(runtime.loop_reader())

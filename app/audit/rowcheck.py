@@ -86,13 +86,64 @@ def pages(conn: Any, backend: str, after: int, to_seq: int) -> Generator[list[Se
     try:
         while after < to_seq:
             cursor.execute(sql, (after, to_seq, page), **options)
-            rows = cursor.fetchall()
+            try:
+                rows = cursor.fetchall()
+            except Exception as exc:
+                if not _undecodable(backend, exc):
+                    raise
+                rows = _rows_to_undecodable(conn, sql, (after, to_seq, page))
             if not rows:
                 return
             yield rows
             after = rows[-1][0]
     finally:
         cursor.close()
+
+
+# A stored row that cannot be loaded at all: SQLite keeps whatever bytes it is given in a TEXT column, and a
+# value that is not UTF-8 fails the driver (and the ORM) when the row is read. Such a row is an invalid
+# event; it stands in the walk as its seq and hash with this marker in every other place.
+UNLOADABLE = object()
+
+
+def is_undecodable_text(exc: BaseException) -> bool:
+    """Whether a read failed on stored text that is not UTF-8 (the driver's error, or SQLAlchemy's
+    wrapping it): a damaged row, not an outage."""
+    error = getattr(exc, "orig", None) or exc
+    return type(error).__module__ == "sqlite3" and "Could not decode to UTF-8" in str(error)
+
+
+def _undecodable(backend: str, exc: Exception) -> bool:
+    return backend == "sqlite" and is_undecodable_text(exc)
+
+
+def _rows_to_undecodable(conn: Any, sql: str, params: tuple[int, int, int]) -> list[Sequence[Any]]:
+    """The page's rows one at a time, up to the first that does not decode, which ends the page as an
+    UNLOADABLE row (the walk stops there; the next page starts after it)."""
+    rows: list[Sequence[Any]] = []
+    cursor = conn.cursor()
+    try:
+        cursor.execute(sql, params)
+        while True:
+            try:
+                row = cursor.fetchone()
+            except Exception as exc:
+                if not _undecodable("sqlite", exc):
+                    raise
+                break
+            if row is None:
+                return rows
+            rows.append(row)
+    finally:
+        cursor.close()
+    after = rows[-1][0] if rows else params[0]
+    seq, stored_hash = conn.execute(
+        "SELECT seq, CAST(hash AS BLOB) FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 1",
+        (after, params[1])).fetchone()
+    if isinstance(stored_hash, bytes):
+        stored_hash = stored_hash.decode("utf-8", "replace")
+    rows.append((seq, *[UNLOADABLE] * (len(ROW_FIELDS) - 2), str(stored_hash)))
+    return rows
 
 
 def check_pages(
@@ -133,7 +184,7 @@ def check_pages(
             except Exception:  # an unusual row: the reference decides
                 good = False
             if not good:
-                good = recheck(row)
+                good = row[1] is not UNLOADABLE and recheck(row)
             if seq != expected or not good or (prev is not None and row_prev != prev):
                 return False, expected - from_seq + 1, seq, stored_hash, expected
             prev = last_hash = stored_hash

@@ -163,3 +163,35 @@ def test_a_cut_end_with_the_head_row_rewound_passes_without_a_checkpoint(
         rewind_head(conn, 7)
     assert sbt("audit", "verify").code == 0
     assert verify_over_http(client, log)["ok"] is True
+
+
+def test_text_that_is_not_utf8_is_a_bad_event_not_a_crash(
+    client: TestClient, issue_token: TokenFactory, sbt: Sbt, settings: Settings, backend: str
+) -> None:
+    """SQLite keeps any bytes in a TEXT column; a value that is not UTF-8 cannot be read back as text, by
+    the driver or the ORM. Verification names that event; a page of events holding it answers 500 with a
+    problem saying why, not 503 as if the database were down. (PostgreSQL refuses such text on input.)"""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL stores only valid text in a UTF-8 database")
+    log = build_log(client, issue_token)
+    with tampering(settings.database_url) as conn:
+        conn.exec_driver_sql(
+            "UPDATE audit_events SET user_agent = CAST(X'6167656E74FF' AS TEXT) WHERE seq = 6")
+
+    run = sbt("audit", "verify")
+    assert (run.code, run.out) == (1, "first bad seq: 6\n"), run.err
+    body = verify_over_http(client, log)
+    assert (body["ok"], body["first_invalid_seq"], body["checked"]) == (False, 6, 6)
+
+    response = client.get("/v1/audit/events?limit=100", headers=bearer(log.auditor))
+    assert response.status_code == 500, response.text
+    problem = response.json()
+    assert problem["code"] == "internal_error"
+    assert "not valid UTF-8" in problem["detail"]
+    export = sbt("audit", "export")
+    assert export.code == 2
+    assert export.err.startswith("error: a stored row holds text that is not valid UTF-8"), export.err
+    # Other events still read, and the service still records accesses.
+    response = client.get("/v1/audit/events/5", headers=bearer(log.auditor))
+    assert response.status_code == 200, response.text
+    assert response.json()["seq"] == 5
