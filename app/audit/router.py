@@ -20,6 +20,8 @@ from app.errors import ValidationFailed
 from app.responses import error_responses
 from app.routing import AuditDep, AuditedRoute, Cursor, Limit, RuntimeDep, SessionDep, endpoint
 from app.runtime import Runtime
+from app.violations.identifiers import normalize_nip
+from app.violations.schemas import NIP_PATTERN
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=AuditedRoute)
 NDJSON = "application/x-ndjson"
@@ -96,9 +98,9 @@ def get_event(
     responses=error_responses(401, 403, 422, 429),
 )
 def subject_trail(
-    nip: Annotated[
-        str, Path(pattern=r"^[0-9]{18}$", description="The civil servant's 18-digit NIP or NI PPPK")
-    ],
+    nip: Annotated[str, Path(pattern=NIP_PATTERN, max_length=64,
+                             description="The civil servant's 18-digit NIP or NI PPPK (spaces ignored, as "
+                                         "printed: `19860926 201505 1 001`).")],
     session: SessionDep,
     audit: AuditDep,
     limit: Limit = 50,
@@ -106,6 +108,7 @@ def subject_trail(
 ) -> AuditEventPage:
     """Every event that created, read, listed or changed any record about this civil servant, oldest
     first: the processing trail a data subject may ask for under the PDP law."""
+    nip = normalize_nip(nip)  # stored without spaces, as every write strips them
     record_ids = subjects.records_about(session, nip)
     # The trail request itself touches those records, so it appears in their "who saw it" too.
     audit.touch("violation", *record_ids)

@@ -96,6 +96,10 @@ def test_the_trail_request_is_audited_against_the_records(
     assert second[-1]["action"] == "audit.subject"
     assert second[-1]["resource_ids"] == [record]
     assert second[-1]["detail"] == {"nip": NIP_A, "records": 1}
+    # The NIP as it is printed, with spaces between its groups, is the same civil servant.
+    printed = _trail(client, auditor, f"{NIP_A[:8]} {NIP_A[8:14]} {NIP_A[14]} {NIP_A[15:]}")
+    assert [e["seq"] for e in printed[:len(second)]] == [e["seq"] for e in second]
+    assert printed[-1]["detail"] == {"nip": NIP_A, "records": 1}
 
 
 def test_unknown_nip_is_an_empty_trail_and_bad_input_is_refused(
@@ -106,6 +110,8 @@ def test_unknown_nip_is_an_empty_trail_and_bad_input_is_refused(
     empty = client.get(f"/v1/audit/subjects/{NIP_B}", headers=bearer(auditor))
     assert empty.status_code == 200 and empty.json() == {"items": [], "next_cursor": None}
     assert client.get("/v1/audit/subjects/12345", headers=bearer(auditor)).status_code == 422
+    assert client.get(f"/v1/audit/subjects/{NIP_A}1", headers=bearer(auditor)).status_code == 422
+    assert client.get(f"/v1/audit/subjects/{NIP_A[:17]}x", headers=bearer(auditor)).status_code == 422
     assert client.get(f"/v1/audit/subjects/{NIP_A}?cursor=!!", headers=bearer(auditor)).status_code == 422
     assert client.get(f"/v1/audit/subjects/{NIP_A}", headers=bearer(reader)).status_code == 403
     assert client.get(f"/v1/audit/subjects/{NIP_A}").status_code == 401
