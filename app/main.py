@@ -137,6 +137,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         # FastAPI's built-in OpenTelemetry hooks look up the global providers on every request; the
         # service has its own metrics (/metrics) and logs, and no OpenTelemetry set up.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # A path with a trailing slash is not a path of the API: it gets the problem+json every unknown
+        # path gets, not an empty 307 to a Location built from the request's own Host header.
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
     routers = (agencies_router, tokens_router, violations_router, audit_router, ops_router)

@@ -203,3 +203,13 @@ def test_eight_threads_of_fifty_requests_leave_one_gapless_chain(
     db.rollback()
     result = verify_documents(iter_documents(db))
     assert result.ok and result.checked == len(rows)
+
+
+def test_a_trailing_slash_is_an_unknown_path_not_a_redirect(client: TestClient) -> None:
+    token_free = client.get("/v1/violations/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert token_free.status_code == 401, token_free.text
+    assert "location" not in token_free.headers
+    assert token_free.headers["content-type"] == "application/problem+json"
+    docs = client.get("/docs/", follow_redirects=False)
+    assert docs.status_code == 404
+    assert "location" not in docs.headers
