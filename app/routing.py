@@ -164,10 +164,14 @@ async def authenticate(request: Request, ctx: RequestContext) -> Principal:
 
 
 async def _verify_bearer(request: Request, ctx: RequestContext) -> Principal:
-    header = request.headers.get("authorization")
-    if header is None:
+    headers = request.headers.getlist("authorization")
+    if not headers:
         ctx.auth_failed = True
         raise InvalidToken("no bearer token given", missing=True)
+    if len(headers) > 1:  # which one counts would depend on who reads the request: a proxy, or this service
+        ctx.auth_failed = True
+        raise InvalidToken("send exactly one Authorization header")
+    header = headers[0]
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         ctx.auth_failed = True

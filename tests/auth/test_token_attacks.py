@@ -178,7 +178,8 @@ NEEDS_SETTINGS: dict[str, Callable[[Victim, Settings], str]] = {
 }
 
 
-def assert_denied(client: TestClient, db: Session, headers: dict[str, str], challenge: str = INVALID) -> None:
+def assert_denied(client: TestClient, db: Session, headers: dict[str, str] | list[tuple[str, str]],
+                  challenge: str = INVALID) -> None:
     """401 invalid_token with the given challenge, and exactly one new `auth.failed` event, anonymous."""
     before = len(audit_rows(db))
     response = client.get(PROBE, headers=headers)
@@ -214,6 +215,15 @@ def test_token_signed_by_the_service_but_not_an_issued_token_is_refused(
 def test_malformed_authorization_header_is_refused(value: str, victim: Victim, client: TestClient,
                                                    db: Session) -> None:
     assert_denied(client, db, {"Authorization": value.format(token=victim.token)})
+
+
+@pytest.mark.parametrize("second", ["{token}", "garbage"])
+def test_two_authorization_headers_are_refused(second: str, victim: Victim, client: TestClient,
+                                               db: Session) -> None:
+    """A proxy in front may read the other one: which credential counts must not be a guess."""
+    headers = [("Authorization", f"Bearer {victim.token}"),
+               ("Authorization", f"Bearer {second.format(token=victim.token)}")]
+    assert_denied(client, db, headers)
 
 
 def test_missing_header_gets_the_bare_bearer_challenge(client: TestClient, db: Session) -> None:
