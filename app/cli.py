@@ -294,6 +294,9 @@ def cmd_audit_checkpoint(settings: Settings, _args: argparse.Namespace) -> int:
 def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
     require_head(settings)
     since, until = args.since, args.until
+    if since is not None and until is not None and until < since:
+        _err("error: --until is before --since")
+        return EXIT_UNUSABLE
     with _sessions(settings)() as session:
         to_seq, _ = audit_service.head(session)
         begin_write(session)

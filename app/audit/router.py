@@ -35,6 +35,16 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _time_range(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """`since` (inclusive) and `until` (exclusive) in UTC; an `until` before `since` is a mistake that an
+    empty answer would hide ("nobody read anything then"), so it is refused."""
+    since, until = _utc(since), _utc(until)
+    if since is not None and until is not None and until < since:
+        raise ValidationFailed("until is before since",
+                               errors=[{"loc": ["query", "until"], "msg": "must not be before since"}])
+    return since, until
+
+
 @router.get(
     "/events",
     operation_id="listAuditEvents",
@@ -57,6 +67,7 @@ def list_events(
     cursor: Cursor = None,
 ) -> AuditEventPage:
     """Filter the access log; newest first unless `order=asc`."""
+    since, until = _time_range(since, until)
     items, next_cursor = service.list_events(
         session=session,
         agency=agency,
@@ -64,8 +75,8 @@ def list_events(
         action=action,
         outcome=outcome,
         resource_id=str(resource_id) if resource_id else None,
-        since=_utc(since),
-        until=_utc(until),
+        since=since,
+        until=until,
         descending=order == "desc",
         limit=limit,
         cursor=cursor,
@@ -240,8 +251,8 @@ def export(
     until: datetime | None = None,
 ) -> StreamingResponse:
     """Every event (optionally within a time range) up to the current head, as streamed NDJSON."""
+    since, until = _time_range(since, until)
     to_seq, _ = service.head(session)
-    since, until = _utc(since), _utc(until)
     audit.detail = {
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,

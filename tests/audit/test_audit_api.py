@@ -153,6 +153,9 @@ def test_export_streams_ndjson_of_the_log_and_is_itself_audited(
     expected = [e["seq"] for e in events if e["occurred_at"] >= events[4]["occurred_at"]]
     assert got[:len(expected)] == expected and all(seq > log.head for seq in got[len(expected):])
 
+    inverted = sbt("audit", "export", "--since", "2026-12-02T00:00:00Z", "--until", "2026-12-01T00:00:00Z")
+    assert (inverted.code, inverted.out, inverted.err) == (2, "", "error: --until is before --since\n")
+
     run = sbt("audit", "export")
     assert run.code == 0
     cli_lines = [json.loads(line) for line in run.out.splitlines()]
@@ -208,6 +211,8 @@ def test_an_unknown_seq_is_404(client: TestClient, log: AuditLog) -> None:
     ("/v1/audit/verify?from_seq=5&to_seq=3", "to_seq"),
     ("/v1/audit/verify?checkpoint=abc", "checkpoint"),
     ("/v1/audit/export?since=soon", "since"),
+    ("/v1/audit/events?since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z", "until"),
+    ("/v1/audit/export?since=2026-12-02T00:00:00%2B07:00&until=2026-12-01T00:00:00Z", "until"),
     ("/v1/audit/checkpoints?limit=500", "limit"),
 ])
 def test_bad_query_values_are_422_naming_the_field(
