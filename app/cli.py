@@ -448,7 +448,7 @@ def database_problem(exc: BaseException, lock_timeout: float) -> str | None:
                 "(SBT_DB_LOCK_TIMEOUT_SECONDS); nothing was changed")
     if is_undecodable_text(exc):
         return ("a stored row holds text that is not valid UTF-8 and cannot be read "
-                "(`sbt audit verify` names a damaged audit event)")
+                "(if it is an audit event, `sbt audit verify` names it)")
     if not isinstance(exc, OperationalError):
         return None
     words = str(exc.orig).strip().splitlines()

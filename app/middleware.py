@@ -131,7 +131,7 @@ class EdgeMiddleware:
                 elif is_undecodable_text(exc):
                     error = InternalError(
                         "a stored row holds text that is not valid UTF-8 and cannot be read; nothing was "
-                        "returned (`sbt audit verify` names a damaged audit event)")
+                        "returned (if it is an audit event, `sbt audit verify` names it)")
                     log.error("stored text is not UTF-8 (request_id=%s)", request_id)
                 elif is_database_outage(exc) or isinstance(exc, self.runtime.driver.outage_errors):
                     error = ServiceUnavailable("the database is unavailable; try again shortly")

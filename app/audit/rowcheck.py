@@ -137,9 +137,12 @@ def _rows_to_undecodable(conn: Any, sql: str, params: tuple[int, int, int]) -> l
     finally:
         cursor.close()
     after = rows[-1][0] if rows else params[0]
-    seq, stored_hash = conn.execute(
+    found = conn.execute(
         "SELECT seq, CAST(hash AS BLOB) FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT 1",
         (after, params[1])).fetchone()
+    if found is None:  # gone since: the rows read are the page
+        return rows
+    seq, stored_hash = found
     if isinstance(stored_hash, bytes):
         stored_hash = stored_hash.decode("utf-8", "replace")
     rows.append((seq, *[UNLOADABLE] * (len(ROW_FIELDS) - 2), str(stored_hash)))
