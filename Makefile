@@ -37,7 +37,7 @@ test-all: $(VENV)/.test-installed
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check app tests scripts migrations
-	$(BIN)/mypy app tests
+	$(BIN)/mypy app tests scripts
 
 openapi: $(VENV)/.test-installed
 	$(BIN)/python scripts/export_openapi.py

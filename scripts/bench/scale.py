@@ -16,6 +16,7 @@ the end unless --keep).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -149,8 +150,12 @@ def generate_events(scenario: Scenario, count: int) -> Iterator[tuple[Any, ...]]
         agency = choices(agencies, agency_weights)[0]
         action = choices(actions, action_weights)[0]
         status = STATUSES[bits(16) % len(STATUSES)]
-        kind, token_id, actor_agency = "token", rng.choice(scenario.tokens[agency]), agency
-        method, query, resource_type, detail = "GET", None, "violation", {}
+        kind = "token"
+        token_id: str | None = rng.choice(scenario.tokens[agency])
+        actor_agency: str | None = agency
+        method, query = "GET", None
+        resource_type: str | None = "violation"
+        detail: dict[str, Any] = {}
         resource_ids: list[str] = []
         if action == "violation.read":
             record = scenario.popular_record()
@@ -432,7 +437,7 @@ def _audit_queries(target: Target, scenario: Scenario, args: argparse.Namespace)
         return {"agency": rng.choice(agencies), "since": since, "until": since + width}
 
     plans: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        (f"agency + {label} page of 100", lambda w=width: window_query(w)) for label, width in WINDOWS
+        (f"agency + {label} page of 100", functools.partial(window_query, width)) for label, width in WINDOWS
     ]
     plans.append(("who saw record X (resource_id), page of 100",
                   lambda: {"resource_id": scenario.popular_record() if rng.random() < 0.5

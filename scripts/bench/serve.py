@@ -43,7 +43,7 @@ async def constant() -> dict[str, str]:
     return CONSTANT
 
 
-APPS = {"raw": raw_app, "fastapi": fastapi_app}
+APPS: dict[str, Any] = {"raw": raw_app, "fastapi": fastapi_app}
 
 
 def main() -> int:
