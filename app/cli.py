@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import migrate
+from app.agencies.models import Agency
 from app.audit import checkpoints
 from app.audit import service as audit_service
 from app.audit.chain import EventDraft, append_events, lock_head
@@ -150,14 +152,26 @@ def issue_token_offline(settings: Settings, session: Session, data: TokenCreate)
     return row, value
 
 
+# The option each field of a token request comes from, to name it in an error.
+_OPTIONS = {"agency": "--agency", "name": "--name", "scopes": "--scope",
+            "expires_in_days": "--expires-in-days"}
+
+
+def _option_errors(exc: ValidationError) -> str:
+    """A token request's validation errors, each under the option it came from."""
+    named = ((_OPTIONS.get(str(e["loc"][0]), str(e["loc"][0])) if e["loc"] else "input",
+              e["msg"].removeprefix("Value error, ")) for e in exc.errors())
+    return "; ".join(f"{option}: {message}" for option, message in named)
+
+
 def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     require_head(settings)
     try:
         data = TokenCreate(
             agency=args.agency, name=args.name, scopes=args.scope, expires_in_days=args.expires_in_days
         )
-    except ValueError as exc:
-        _err(f"error: {exc}")
+    except ValidationError as exc:
+        _err(f"error: {_option_errors(exc)}")
         return EXIT_UNUSABLE
     with _sessions(settings)() as session:
         try:
@@ -193,6 +207,9 @@ def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> int:
     with _sessions(settings)() as session:
         stmt = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
         if args.agency:
+            if session.get(Agency, args.agency) is None:  # a typo would otherwise list nothing, silently
+                _err(f"error: unknown agency {args.agency!r}")
+                return EXIT_UNUSABLE
             stmt = stmt.where(ApiToken.agency_code == args.agency)
         for row in session.scalars(stmt):
             state = "revoked" if row.revoked_at else "expired" if row.expires_at <= utcnow() else "active"

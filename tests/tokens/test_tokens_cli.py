@@ -83,8 +83,11 @@ def test_tokens_create_prints_only_the_token_and_works_offline(
 @pytest.mark.parametrize(("argv", "message"), [
     (["--agency", "NOPE", "--scope", "admin"], "unknown agency"),
     (["--agency", "BKN", "--scope", "admin", "--expires-in-days", "366"], "at most 365"),
-    (["--agency", "BKN", "--scope", "admin", "--expires-in-days", "0"], "expires_in_days"),
+    (["--agency", "BKN", "--scope", "admin", "--expires-in-days", "0"],
+     "error: --expires-in-days: Input should be greater than or equal to 1\n"),
     (["--agency", "BKN", "--scope", "admin", "--scope", "admin"], "repeat"),
+    (["--agency", "BKN", "--scope", "admin", "--name", ""],
+     "error: --name: String should have at least 1 character\n"),
 ])
 def test_tokens_create_refuses_bad_input_with_nothing_on_stdout(
     argv: list[str], message: str, cli_env: Path, capsys: pytest.CaptureFixture[str], db: Session
@@ -126,6 +129,7 @@ def test_tokens_list_and_revoke(
 
     code, out, _ = run(capsys, "tokens", "list", "--agency", "BKN")
     assert code == 0 and out.count("\n") == 1 and bkn_id in out
+    assert run(capsys, "tokens", "list", "--agency", "BNK") == (2, "", "error: unknown agency 'BNK'\n")
 
     before = len(audit_rows(db))
     code, out, err = run(capsys, "tokens", "revoke", kemendagri_id)
