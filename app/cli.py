@@ -341,6 +341,11 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
 # --- demo data (sbt demo seed) --------------------------------------------------------------------
 
 
+# Each case runs the real workflow in its own transaction (200 took 2.6 s on a slow 2-core host): 100,000
+# take some twenty minutes; more is a load test, which scripts/bench/scale.py does in bulk.
+DEMO_MAX_CASES = 100_000
+
+
 def cmd_demo_seed(settings: Settings, args: argparse.Namespace) -> int:
     """Realistic cases made by running the real workflow; each step is audited as a CLI action."""
     from app.violations import demo
@@ -348,8 +353,9 @@ def cmd_demo_seed(settings: Settings, args: argparse.Namespace) -> int:
     if settings.env == "production":
         _err("error: refusing to seed demo cases into a production database (SBT_ENV=production)")
         return EXIT_UNUSABLE
-    if args.cases < 1:
-        _err("error: --cases must be at least 1")
+    if not 1 <= args.cases <= DEMO_MAX_CASES:
+        _err(f"error: --cases must be from 1 to {DEMO_MAX_CASES:,} (a demo, not a load test: see "
+             "scripts/bench/scale.py)")
         return EXIT_UNUSABLE
     require_head(settings)
     reached = demo.seed(

@@ -93,6 +93,10 @@ def test_the_cli_command(settings: Settings, db: Session, tmp_path: Path) -> Non
     assert "seeded 3 demo cases" in done.stderr and done.stdout == ""
     db.rollback()
     assert db.scalar(select(func.count()).select_from(Violation)) == 3
-    refused = subprocess.run([sys.executable, "-m", "app.cli", "demo", "seed", "--cases", "0"],
-                             env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert refused.returncode == 2
+    for cases in ("0", "100001"):
+        refused = subprocess.run([sys.executable, "-m", "app.cli", "demo", "seed", "--cases", cases],
+                                 env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert (refused.returncode, refused.stdout) == (2, "")
+        assert "--cases must be from 1 to 100,000" in refused.stderr
+    db.rollback()
+    assert db.scalar(select(func.count()).select_from(Violation)) == 3
