@@ -20,7 +20,7 @@ from app.agencies.models import Agency
 from app.audit import checkpoints
 from app.audit import service as audit_service
 from app.audit.chain import EventDraft, append_events, lock_head
-from app.audit.rowcheck import is_undecodable_text
+from app.audit.rowcheck import UNDECODABLE_TEXT, is_undecodable_text
 from app.auth.jwt import TokenCodec
 from app.auth.keys import KeyError_, generate_key_file, load_signing_key
 from app.auth.principal import Scope
@@ -470,8 +470,7 @@ def database_problem(exc: BaseException, lock_timeout: float) -> str | None:
         return (f"a lock this command needs was held by another transaction for more than {lock_timeout:g} s "
                 "(SBT_DB_LOCK_TIMEOUT_SECONDS); nothing was changed")
     if is_undecodable_text(exc):
-        return ("a stored row holds text that is not valid UTF-8 and cannot be read "
-                "(if it is an audit event, `sbt audit verify` names it)")
+        return UNDECODABLE_TEXT
     if not isinstance(exc, OperationalError):
         return None
     words = str(exc.orig).strip().splitlines()

@@ -19,7 +19,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.audit.chain import EventDraft, append_events, outcome_for
-from app.audit.rowcheck import is_undecodable_text
+from app.audit.rowcheck import UNDECODABLE_TEXT, is_undecodable_text
 from app.audit.writer import last_use_is_stale, touch_tokens
 from app.context import RequestContext, generated_request_id
 from app.db import is_lock_timeout
@@ -129,9 +129,7 @@ class EdgeMiddleware:
                     error = LockTimeout(self.runtime.settings.db_lock_timeout_seconds)
                     log.warning("lock wait timed out (request_id=%s): %s", request_id, type(exc).__name__)
                 elif is_undecodable_text(exc):
-                    error = InternalError(
-                        "a stored row holds text that is not valid UTF-8 and cannot be read; nothing was "
-                        "returned (if it is an audit event, `sbt audit verify` names it)")
+                    error = InternalError(f"{UNDECODABLE_TEXT}; nothing was returned")
                     log.error("stored text is not UTF-8 (request_id=%s)", request_id)
                 elif is_database_outage(exc) or isinstance(exc, self.runtime.driver.outage_errors):
                     error = ServiceUnavailable("the database is unavailable; try again shortly")

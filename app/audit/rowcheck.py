@@ -89,7 +89,7 @@ def pages(conn: Any, backend: str, after: int, to_seq: int) -> Generator[list[Se
             try:
                 rows = cursor.fetchall()
             except Exception as exc:
-                if not _undecodable(backend, exc):
+                if not is_undecodable_text(exc):
                     raise
                 rows = _rows_to_undecodable(conn, sql, (after, to_seq, page))
             if not rows:
@@ -106,15 +106,16 @@ def pages(conn: Any, backend: str, after: int, to_seq: int) -> Generator[list[Se
 UNLOADABLE = object()
 
 
+# What the service and the CLI say when such a row is hit outside verification.
+UNDECODABLE_TEXT = ("a stored row holds text that is not valid UTF-8 and cannot be read "
+                    "(if it is an audit event, `sbt audit verify` names it)")
+
+
 def is_undecodable_text(exc: BaseException) -> bool:
     """Whether a read failed on stored text that is not UTF-8 (the driver's error, or SQLAlchemy's
     wrapping it): a damaged row, not an outage."""
     error = getattr(exc, "orig", None) or exc
     return type(error).__module__ == "sqlite3" and "Could not decode to UTF-8" in str(error)
-
-
-def _undecodable(backend: str, exc: Exception) -> bool:
-    return backend == "sqlite" and is_undecodable_text(exc)
 
 
 def _rows_to_undecodable(conn: Any, sql: str, params: tuple[int, int, int]) -> list[Sequence[Any]]:
@@ -128,7 +129,7 @@ def _rows_to_undecodable(conn: Any, sql: str, params: tuple[int, int, int]) -> l
             try:
                 row = cursor.fetchone()
             except Exception as exc:
-                if not _undecodable("sqlite", exc):
+                if not is_undecodable_text(exc):
                     raise
                 break
             if row is None:
