@@ -7,7 +7,11 @@ WORKDIR /srv/sbt
 COPY pyproject.toml constraints.txt README.md alembic.ini ./
 COPY app ./app
 COPY migrations ./migrations
-RUN pip install -c constraints.txt -e . \
+# gcc and the OpenSSL and SQLite headers build the compiled audit check (setup.py), then go again.
+COPY setup.py ./
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev libssl-dev libsqlite3-dev \
+    && pip install -c constraints.txt -e . \
+    && apt-get purge -y --auto-remove gcc libc6-dev libssl-dev libsqlite3-dev && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /srv/sbt sbt \
     && mkdir -p /data && chown sbt /data
 

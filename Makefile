@@ -12,11 +12,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.run-installed: $(BIN)/python pyproject.toml constraints.txt
+$(VENV)/.run-installed: $(BIN)/python pyproject.toml setup.py constraints.txt app/audit/_rowhash.c
 	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.test-installed: $(BIN)/python pyproject.toml constraints.txt
+$(VENV)/.test-installed: $(BIN)/python pyproject.toml setup.py constraints.txt app/audit/_rowhash.c
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@ $(VENV)/.run-installed
 

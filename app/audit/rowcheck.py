@@ -150,6 +150,21 @@ def _rows_to_undecodable(conn: Any, sql: str, params: tuple[int, int, int]) -> l
     return rows
 
 
+def detail_maker(details: dict[Any, str]) -> Callable[[Any], str]:
+    """JSON of a stored `detail` (JSON text or None), kept in `details` by the stored value (raises for
+    anything else, or text that is not JSON)."""
+    def make_detail(detail: Any) -> str:
+        if detail is not None and detail.__class__ is not str:
+            raise TypeError("a stored detail is JSON text")
+        made = canonical.value_json(None if detail is None else json.loads(detail))
+        if len(details) >= _DETAIL_CACHE:
+            details.clear()
+        details[detail] = made
+        return made
+
+    return make_detail
+
+
 def check_pages(
     pages: Iterable[Sequence[Sequence[Any]]], *, from_seq: int, prev_hash: str | None,
     instant_json: Callable[[Any], str], recheck: Recheck,
@@ -158,18 +173,29 @@ def check_pages(
 
     `prev_hash` is the hash the first row must link to; None checks no link for it unless `from_seq` is 1
     (then the genesis hash). JSON of values that repeat (a batch's timestamp, `{}`, common details) is
-    cached by the stored value.
+    cached by the stored value. The compiled check (app/audit/_rowhash.c), when built, vouches for the
+    common rows; each row it stops at is decided here, in full, and it resumes after that row.
     """
     expected = from_seq  # and so expected - from_seq rows have been checked
     prev = GENESIS_HASH if prev_hash is None and from_seq == 1 else prev_hash
-    last_hash = prev or GENESIS_HASH
+    first_prev = prev
     sha256, list_json, plain_values = hashlib.sha256, canonical.stored_list_json, canonical.plain_values
     when_raw: Any = _NOTHING
     when_json = ""
     details: dict[Any, str] = {}
+    make_detail = detail_maker(details)
+    native = _native_check if instant_json in _NATIVE_INSTANTS else None
+    mode = _NATIVE_INSTANTS.get(instant_json, 0)
     for page in pages:
-        json_of = canonical.plain_row_json if plain_values(page) else canonical.stored_json
-        for row in page:
+        index, size = 0, len(page)
+        json_of: Callable[..., bytes] | None = None
+        while index < size:
+            if native is not None and page.__class__ is list:
+                index, expected, prev = native(page, index, expected, prev, details, make_detail, mode)
+                if index == size:
+                    break
+            row = page[index]
+            index += 1
             seq, row_prev, stored_hash = row[0], row[19], row[20]
             try:
                 when = row[2]
@@ -177,12 +203,11 @@ def check_pages(
                     when_json = instant_json(when)
                     when_raw = when
                 detail = row[18]
-                detail_json = details.get(detail)
+                detail_json = details.get(detail) if detail.__class__ is str or detail is None else None
                 if detail_json is None:
-                    detail_json = canonical.value_json(None if detail is None else json.loads(detail))
-                    if len(details) >= _DETAIL_CACHE:
-                        details.clear()
-                    details[detail] = detail_json
+                    detail_json = make_detail(detail)
+                if json_of is None:
+                    json_of = canonical.plain_row_json if plain_values(page) else canonical.stored_json
                 text = json_of(row, when_json, list_json(row[14]), detail_json)
                 good = sha256(text).hexdigest() == stored_hash
             except Exception:  # an unusual row: the reference decides
@@ -191,12 +216,27 @@ def check_pages(
                 good = row[1] is not UNLOADABLE and recheck(row)
             if seq != expected or not good or (prev is not None and row_prev != prev):
                 return False, expected - from_seq + 1, seq, stored_hash, expected
-            prev = last_hash = stored_hash
+            prev = stored_hash
             expected += 1
-    return True, expected - from_seq, expected - 1, last_hash, None
+    last_hash = prev if expected > from_seq else first_prev
+    return True, expected - from_seq, expected - 1, last_hash or GENESIS_HASH, None
 
 
 _NOTHING = object()  # equal to no stored value
+
+
+def _load_native() -> tuple[Callable[..., tuple[int, int, Any]] | None, dict[Callable[[Any], str], int]]:
+    """The compiled check and the `occurred_at` readers it stands in for, or (None, {}) where it was not
+    built (setup.py makes it optional): the Python loop alone gives the same answers, slower."""
+    try:
+        from app.audit import _rowhash
+    except ImportError:
+        return None, {}
+    return _rowhash.check_rows, {canonical.sqlite_instant_json: _rowhash.INSTANT_SQLITE,
+                                 _quoted: _rowhash.INSTANT_FORMATTED}
+
+
+_native_check, _NATIVE_INSTANTS = _load_native()
 
 
 def check_part(conn: Any, backend: str, from_seq: int, to_seq: int, recheck: Recheck,
@@ -211,6 +251,12 @@ def check_part(conn: Any, backend: str, from_seq: int, to_seq: int, recheck: Rec
         finally:
             cursor.close()
         prev_hash = None if found is None else found[0]
+    reader = _sqlite_reader(conn) if backend == "sqlite" else None
+    if reader is not None:
+        try:
+            return _check_read_natively(reader, conn, from_seq, to_seq, recheck, prev_hash)
+        finally:
+            reader.close()
     read = pages(conn, backend, from_seq - 1, to_seq)
     try:
         head = next(read, None)
@@ -223,6 +269,77 @@ def check_part(conn: Any, backend: str, from_seq: int, to_seq: int, recheck: Rec
         # closed the connection, and the cursor's close raises into the void).
         read.close()
     return outcome, first
+
+
+def _check_read_natively(reader: Any, conn: Any, from_seq: int, to_seq: int, recheck: Recheck,
+                         prev_hash: str | None) -> tuple[Outcome, FirstRow]:
+    """check_part on SQLite with the compiled reader: it reads and vouches for rows until one it does not
+    vouch for; a page from there is checked here (check_pages), then the reader goes on after it."""
+    expected = from_seq
+    prev = GENESIS_HASH if prev_hash is None and from_seq == 1 else prev_hash
+    first: FirstRow = None
+    details: dict[Any, str] = {}
+    make_detail = detail_maker(details)
+    while True:
+        start = expected
+        expected, prev, more = reader.vouch(to_seq, expected, prev, details, make_detail)
+        if first is None and expected > start:
+            first = (start, _stored_hash(conn, start))
+        page: list[Sequence[Any]] | None = None
+        if more:
+            read = pages(conn, "sqlite", expected - 1, to_seq)
+            try:
+                page = next(read, None)
+            finally:
+                read.close()
+        if page is None:  # to_seq reached, or no row after the last one
+            return (True, expected - from_seq, expected - 1, prev or GENESIS_HASH, None), first
+        if first is None:
+            first = (page[0][0], page[0][20])
+        ok, checked, head_seq, head_hash, bad = check_pages(
+            [page], from_seq=expected, prev_hash=prev, instant_json=canonical.sqlite_instant_json,
+            recheck=recheck)
+        if not ok:
+            return (False, expected - from_seq + checked, head_seq, head_hash, bad), first
+        expected, prev = head_seq + 1, head_hash
+
+
+def _stored_hash(conn: Any, seq: int) -> str:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(_hash_sql("sqlite"), (seq,))
+        return str(cursor.fetchone()[0])
+    finally:
+        cursor.close()
+
+
+# Rows per query of the compiled SQLite reader (the query is reset between pages, so no read is held long).
+NATIVE_PAGE = 5000
+
+
+def _sqlite_reader(conn: Any) -> Any:
+    """The compiled reader on the file of a sqlite3 connection, or None (not built, not a file, or SQLite
+    cannot be used from it): the rows are then read through the driver."""
+    if _native_check is None:
+        return None
+    from app.audit import _rowhash
+
+    if not _sqlite_bound:
+        import _sqlite3
+
+        _sqlite_bound.append(bool(getattr(_sqlite3, "__file__", None))
+                             and _rowhash.bind_sqlite(_sqlite3.__file__))
+    if not _sqlite_bound[0]:
+        return None
+    try:
+        path = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
+        busy_ms = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        return _rowhash.SqliteReader(path, rows_sql("sqlite"), NATIVE_PAGE, busy_ms) if path else None
+    except Exception:  # an odd connection or file: the driver's read gives the answer or the error
+        return None
+
+
+_sqlite_bound: list[bool] = []
 
 
 # --- the shared queue of parts ------------------------------------------------------------------------
