@@ -16,6 +16,7 @@ row empties the pipe, since nothing after it is needed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -178,7 +179,6 @@ def check_pages(
     """
     expected = from_seq  # and so expected - from_seq rows have been checked
     prev = GENESIS_HASH if prev_hash is None and from_seq == 1 else prev_hash
-    first_prev = prev
     sha256, list_json, plain_values = hashlib.sha256, canonical.stored_list_json, canonical.plain_values
     when_raw: Any = _NOTHING
     when_json = ""
@@ -203,7 +203,7 @@ def check_pages(
                     when_json = instant_json(when)
                     when_raw = when
                 detail = row[18]
-                detail_json = details.get(detail) if detail.__class__ is str or detail is None else None
+                detail_json = details.get(detail)
                 if detail_json is None:
                     detail_json = make_detail(detail)
                 if json_of is None:
@@ -218,25 +218,23 @@ def check_pages(
                 return False, expected - from_seq + 1, seq, stored_hash, expected
             prev = stored_hash
             expected += 1
-    last_hash = prev if expected > from_seq else first_prev
-    return True, expected - from_seq, expected - 1, last_hash or GENESIS_HASH, None
+    # The last row's hash (a row that passed holds a 64-digit one), else the one the walk began from.
+    return True, expected - from_seq, expected - 1, prev or GENESIS_HASH, None
 
 
 _NOTHING = object()  # equal to no stored value
 
 
-def _load_native() -> tuple[Callable[..., tuple[int, int, Any]] | None, dict[Callable[[Any], str], int]]:
-    """The compiled check and the `occurred_at` readers it stands in for, or (None, {}) where it was not
-    built (setup.py makes it optional): the Python loop alone gives the same answers, slower."""
-    try:
-        from app.audit import _rowhash
-    except ImportError:
-        return None, {}
-    return _rowhash.check_rows, {canonical.sqlite_instant_json: _rowhash.INSTANT_SQLITE,
-                                 _quoted: _rowhash.INSTANT_FORMATTED}
+try:  # the compiled check, where it was built (setup.py makes it optional): without it the Python loop
+    # alone gives the same answers, slower
+    from app.audit import _rowhash
+except ImportError:
+    _rowhash = None  # type: ignore[assignment]
 
-
-_native_check, _NATIVE_INSTANTS = _load_native()
+_native_check = None if _rowhash is None else _rowhash.check_rows
+# The `occurred_at` readers the compiled check stands in for, by its mode for each.
+_NATIVE_INSTANTS: dict[Callable[[Any], str], int] = {} if _rowhash is None else {
+    canonical.sqlite_instant_json: _rowhash.INSTANT_SQLITE, _quoted: _rowhash.INSTANT_FORMATTED}
 
 
 def check_part(conn: Any, backend: str, from_seq: int, to_seq: int, recheck: Recheck,
@@ -244,13 +242,7 @@ def check_part(conn: Any, backend: str, from_seq: int, to_seq: int, recheck: Rec
     """Check seqs from_seq..to_seq on their own: from `prev_hash` when `linked`, else from the hash stored
     just before them (no link is checked for the first row if that row is missing)."""
     if not linked and from_seq > 1:
-        cursor = conn.cursor()
-        try:
-            cursor.execute(_hash_sql(backend), (from_seq - 1,))
-            found = cursor.fetchone()
-        finally:
-            cursor.close()
-        prev_hash = None if found is None else found[0]
+        prev_hash = _stored_hash(conn, backend, from_seq - 1)
     reader = _sqlite_reader(conn) if backend == "sqlite" else None
     if reader is not None:
         try:
@@ -284,7 +276,7 @@ def _check_read_natively(reader: Any, conn: Any, from_seq: int, to_seq: int, rec
         start = expected
         expected, prev, more = reader.vouch(to_seq, expected, prev, details, make_detail)
         if first is None and expected > start:
-            first = (start, _stored_hash(conn, start))
+            first = (start, str(_stored_hash(conn, "sqlite", start)))
         page: list[Sequence[Any]] | None = None
         if more:
             read = pages(conn, "sqlite", expected - 1, to_seq)
@@ -304,13 +296,15 @@ def _check_read_natively(reader: Any, conn: Any, from_seq: int, to_seq: int, rec
         expected, prev = head_seq + 1, head_hash
 
 
-def _stored_hash(conn: Any, seq: int) -> str:
+def _stored_hash(conn: Any, backend: str, seq: int) -> Any:
+    """The hash stored for a seq (None if there is no such row)."""
     cursor = conn.cursor()
     try:
-        cursor.execute(_hash_sql("sqlite"), (seq,))
-        return str(cursor.fetchone()[0])
+        cursor.execute(_hash_sql(backend), (seq,))
+        found = cursor.fetchone()
     finally:
         cursor.close()
+    return None if found is None else found[0]
 
 
 # Rows per query of the compiled SQLite reader (the query is reset between pages, so no read is held long).
@@ -320,16 +314,7 @@ NATIVE_PAGE = 5000
 def _sqlite_reader(conn: Any) -> Any:
     """The compiled reader on the file of a sqlite3 connection, or None (not built, not a file, or SQLite
     cannot be used from it): the rows are then read through the driver."""
-    if _native_check is None:
-        return None
-    from app.audit import _rowhash
-
-    if not _sqlite_bound:
-        import _sqlite3
-
-        _sqlite_bound.append(bool(getattr(_sqlite3, "__file__", None))
-                             and _rowhash.bind_sqlite(_sqlite3.__file__))
-    if not _sqlite_bound[0]:
+    if _rowhash is None or not _sqlite_found():
         return None
     try:
         path = next((row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main"), "")
@@ -339,7 +324,13 @@ def _sqlite_reader(conn: Any) -> Any:
         return None
 
 
-_sqlite_bound: list[bool] = []
+@functools.cache
+def _sqlite_found() -> bool:
+    """Whether the compiled reader found SQLite's functions in the sqlite3 driver's own module (once)."""
+    import _sqlite3
+
+    module_file: str | None = getattr(_sqlite3, "__file__", None)  # None where it is built into Python
+    return module_file is not None and _rowhash.bind_sqlite(module_file)
 
 
 # --- the shared queue of parts ------------------------------------------------------------------------
