@@ -8,12 +8,15 @@
  * resumes here after it. So this code can only make verification faster, never change its answer, as
  * long as the text it builds for a row is the text Python builds: tests/audit_perf compares the two.
  *
- * - check_rows() takes rows already fetched (tuples in rowcheck.ROW_FIELDS order; PostgreSQL's, or SQLite's
- *   where the reader below is not available).
+ * - check_rows() takes rows already fetched (tuples in rowcheck.ROW_FIELDS order), where neither reader
+ *   below can be used.
  * - SqliteReader reads the rows itself through SQLite's C API, so that no Python object is made per value
  *   (the driver's 21 objects a row cost more than building and hashing the text). It calls the SQLite
  *   library Python's own sqlite3 module uses, looked up through that module (two copies of SQLite in one
  *   process would break each other's file locks), on a read-only connection of its own.
+ * - PgReader does the same on PostgreSQL through libpq, on psycopg's own connection (so in its transaction
+ *   and snapshot), with results in binary: the server then formats no timestamp, and the reader prints the
+ *   instant itself.
  *
  * SHA-256 is OpenSSL's, through one reused EVP context: hashlib creates and frees a context per call, which
  * costs more than hashing the ~700 bytes of an event.
@@ -697,12 +700,331 @@ static PyTypeObject SqliteReaderType = {
     .tp_methods = reader_methods,
 };
 
+/* --- PostgreSQL, read directly ------------------------------------------------------------------------- */
+
+/* libpq's types and the functions used, declared here rather than taken from libpq-fe.h (which would make
+ * libpq's headers a build dependency): these are its stable C ABI. The functions are looked up in the
+ * libpq psycopg has loaded (bind_libpq), since a PGconn can only be used by the library that made it. */
+typedef struct pg_conn PGconn;
+typedef struct pg_result PGresult;
+typedef unsigned int Oid;
+enum { PGRES_TUPLES_OK = 2, PG_DIAG_SQLSTATE = 'C', PG_DIAG_MESSAGE_PRIMARY = 'M' };
+enum { OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_TEXT = 25, OID_JSON = 114, OID_VARCHAR = 1043,
+       OID_TIMESTAMPTZ = 1184 };
+
+static struct {
+    int ready;
+    PGresult *(*exec_params)(PGconn *, const char *, int, const Oid *, const char *const *, const int *,
+                             const int *, int);
+    int (*result_status)(const PGresult *);
+    int (*ntuples)(const PGresult *);
+    int (*nfields)(const PGresult *);
+    Oid (*ftype)(const PGresult *, int);
+    int (*fformat)(const PGresult *, int);
+    char *(*getvalue)(const PGresult *, int, int);
+    int (*getlength)(const PGresult *, int, int);
+    int (*getisnull)(const PGresult *, int, int);
+    char *(*error_field)(const PGresult *, int);
+    char *(*error_message)(const PGresult *);
+    char *(*conn_error_message)(const PGconn *);
+    void (*clear)(PGresult *);
+} pq;
+
+PyDoc_STRVAR(bind_libpq_doc,
+"bind_libpq(library_file) -> bool\n\n"
+"Look libpq's functions up through the loaded object at library_file (psycopg's own libpq, or its\n"
+"extension module linked with it), so that PgReader uses the very library psycopg's connections are made\n"
+"by. False where it does not export them or is not loaded.");
+
+static PyObject *bind_libpq(PyObject *Py_UNUSED(module), PyObject *args) {
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s:bind_libpq", &path)) return NULL;
+    void *handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+    if (handle == NULL) Py_RETURN_FALSE;
+#define FIND(field, name) pq.field = (typeof(pq.field))dlsym(handle, name); ok = ok && pq.field != NULL
+    int ok = 1;
+    FIND(exec_params, "PQexecParams");
+    FIND(result_status, "PQresultStatus");
+    FIND(ntuples, "PQntuples");
+    FIND(nfields, "PQnfields");
+    FIND(ftype, "PQftype");
+    FIND(fformat, "PQfformat");
+    FIND(getvalue, "PQgetvalue");
+    FIND(getlength, "PQgetlength");
+    FIND(getisnull, "PQgetisnull");
+    FIND(error_field, "PQresultErrorField");
+    FIND(error_message, "PQresultErrorMessage");
+    FIND(conn_error_message, "PQerrorMessage");
+    FIND(clear, "PQclear");
+#undef FIND
+    dlclose(handle);
+    pq.ready = ok;
+    return PyBool_FromLong(ok);
+}
+
+/* How a result column is read: the binary forms of the types the audit table uses; any other type or a
+ * text-format column gives cells that are not vouched for. */
+typedef enum { COL_OTHER, COL_INT8, COL_INT4, COL_INT2, COL_TEXT, COL_TIMESTAMPTZ } ColumnKind;
+
+static ColumnKind column_kind(const PGresult *result, int column) {
+    if (pq.fformat(result, column) != 1) return COL_OTHER;
+    switch (pq.ftype(result, column)) {
+    case OID_INT8: return COL_INT8;
+    case OID_INT4: return COL_INT4;
+    case OID_INT2: return COL_INT2;
+    case OID_TEXT: case OID_VARCHAR: return COL_TEXT;
+    case OID_JSON: return COL_TEXT; /* binary json is its text, as stored (not jsonb, whose form differs) */
+    case OID_TIMESTAMPTZ: return COL_TIMESTAMPTZ;
+    default: return COL_OTHER;
+    }
+}
+
+static uint64_t big_endian(const unsigned char *s, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = (v << 8) | s[i];
+    return v;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date, and back (H. Hinnant's civil-day algorithms). */
+static long long days_from_civil(long long y, int m, int d) {
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+static void civil_from_days(long long z, long long *y, int *m, int *d) {
+    z += 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+#define MICROS_PER_DAY 86400000000LL
+#define PG_EPOCH_DAYS 10957 /* 2000-01-01, where PostgreSQL counts timestamps from, in days since 1970 */
+
+/* The instants the rows' query formats (rowcheck._POSTGRES_COLUMNS), as PostgreSQL's microseconds: from
+ * 1000-01-02 up to, not including, 9999-12-30. Any other is not vouched for (Python's query reads NULL). */
+static long long INSTANT_LOW, INSTANT_HIGH;
+
+/* A timestamptz (binary: microseconds since 2000-01-01 UTC) as the API prints it, "YYYY-MM-DDTHH:MM:SS.
+ * ffffffZ" (27 characters into out), or 0 outside the range above. */
+static int format_instant(long long micros, char out[27]) {
+    if (micros < INSTANT_LOW || micros >= INSTANT_HIGH) return 0;
+    long long days = micros / MICROS_PER_DAY, rest = micros % MICROS_PER_DAY;
+    if (rest < 0) {
+        rest += MICROS_PER_DAY;
+        days--;
+    }
+    long long year;
+    int month, day;
+    civil_from_days(days + PG_EPOCH_DAYS, &year, &month, &day);
+    long long seconds = rest / 1000000;
+    int fields[] = {(int)year, month, day, (int)(seconds / 3600), (int)(seconds / 60 % 60), (int)(seconds % 60),
+                    (int)(rest % 1000000)};
+    static const struct { int at, width; } place[] = {{0, 4}, {5, 2}, {8, 2}, {11, 2}, {14, 2}, {17, 2}, {20, 6}};
+    memcpy(out, "0000-00-00T00:00:00.000000Z", 27);
+    for (int f = 0; f < 7; f++)
+        for (int i = place[f].at + place[f].width - 1, v = fields[f]; i >= place[f].at; i--, v /= 10)
+            out[i] = (char)('0' + v % 10);
+    return 1;
+}
+
+/* A value of a binary result as a cell (instants into `instant`, which the cell then points at). */
+static Cell result_cell(const PGresult *result, int row, int column, ColumnKind kind, char instant[27]) {
+    Cell cell = {CELL_OTHER, 0, NULL, 0, NULL};
+    if (pq.getisnull(result, row, column)) {
+        cell.kind = CELL_NULL;
+        return cell;
+    }
+    const unsigned char *s = (const unsigned char *)pq.getvalue(result, row, column);
+    int n = pq.getlength(result, row, column);
+    switch (kind) {
+    case COL_INT8:
+        if (n == 8) cell.kind = CELL_INT, cell.integer = (long long)big_endian(s, 8);
+        break;
+    case COL_INT4:
+        if (n == 4) cell.kind = CELL_INT, cell.integer = (int32_t)big_endian(s, 4);
+        break;
+    case COL_INT2:
+        if (n == 2) cell.kind = CELL_INT, cell.integer = (int16_t)big_endian(s, 2);
+        break;
+    case COL_TEXT:
+        if (valid_utf8(s, n)) cell.kind = CELL_TEXT, cell.text = (const char *)s, cell.len = n;
+        break;
+    case COL_TIMESTAMPTZ:
+        if (n == 8 && format_instant((long long)big_endian(s, 8), instant))
+            cell.kind = CELL_TEXT, cell.text = instant, cell.len = 27;
+        break;
+    default: break;
+    }
+    return cell;
+}
+
+static PyObject *PgReaderError;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner; /* the Python object that keeps the connection open */
+    PGconn *conn;
+    char *sql;
+    int rows_per_page;
+} PgReader;
+
+static void pg_reader_dealloc(PgReader *self) {
+    Py_XDECREF(self->owner);
+    PyMem_Free(self->sql);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* PgReader(owner, pgconn_ptr, sql, rows_per_page): reads through the open connection at pgconn_ptr (psycopg's
+ * PGconn.pgconn_ptr; `owner`, its psycopg object, is held so it cannot be freed first), in its transaction,
+ * the page query (parameters: after, to_seq, limit; columns in ROW_FIELDS order), results in binary. */
+static int pg_reader_init(PgReader *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"owner", "pgconn_ptr", "sql", "rows_per_page", NULL};
+    PyObject *owner;
+    unsigned long long address;
+    const char *sql;
+    int rows_per_page;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OKsi:PgReader", keywords, &owner, &address, &sql,
+                                     &rows_per_page))
+        return -1;
+    if (!pq.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_libpq() has not found libpq");
+        return -1;
+    }
+    if (address == 0) {
+        PyErr_SetString(PyExc_ValueError, "no connection");
+        return -1;
+    }
+    size_t n = strlen(sql) + 1;
+    char *copy = PyMem_Malloc(n);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, sql, n);
+    PyMem_Free(self->sql);
+    Py_XSETREF(self->owner, Py_NewRef(owner));
+    self->sql = copy;
+    self->conn = (PGconn *)(uintptr_t)address;
+    self->rows_per_page = rows_per_page > 0 ? rows_per_page : 1;
+    return 0;
+}
+
+/* The server's error as PgReaderError(sqlstate or None, message), for Python to raise as its driver would. */
+static void pg_error(PgReader *self, const PGresult *result) {
+    const char *state = result == NULL ? NULL : pq.error_field(result, PG_DIAG_SQLSTATE);
+    const char *message = result == NULL ? NULL : pq.error_field(result, PG_DIAG_MESSAGE_PRIMARY);
+    if (message == NULL) message = result == NULL ? pq.conn_error_message(self->conn) : pq.error_message(result);
+    PyObject *error = Py_BuildValue("(zs)", state, message == NULL ? "" : message);
+    if (error == NULL) {
+        PyErr_Clear();
+        error = Py_BuildValue("(zs)", state, "(the server's message is not UTF-8)");
+    }
+    if (error != NULL) {
+        PyErr_SetObject(PgReaderError, error);
+        Py_DECREF(error);
+    }
+}
+
+PyDoc_STRVAR(pg_reader_vouch_doc,
+"vouch(to_seq, expected, prev, details, make_detail) -> (expected, prev, more)\n\n"
+"As SqliteReader.vouch, through the PostgreSQL connection; a query that fails raises PgReaderError\n"
+"(sqlstate, message): the transaction is then aborted, as it would be had the driver run the query.");
+
+static PyObject *pg_reader_vouch(PgReader *self, PyObject *args) {
+    long long to_seq, expected;
+    PyObject *prev, *details, *make_detail;
+    if (!PyArg_ParseTuple(args, "LLOO!O:vouch", &to_seq, &expected, &prev, &PyDict_Type, &details,
+                          &make_detail))
+        return NULL;
+    if (self->conn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the reader is closed");
+        return NULL;
+    }
+    Walk w;
+    if (walk_open(&w, expected, prev, INSTANT_FORMATTED, details, make_detail) < 0) {
+        walk_close(&w);
+        return walk_failed(-1);
+    }
+    int done = 1, more = 0, failed = 0;
+    while (done == 1 && !more && w.expected - 1 < to_seq) {
+        char after[24], last[24], limit[24];
+        snprintf(after, sizeof after, "%lld", w.expected - 1);
+        snprintf(last, sizeof last, "%lld", to_seq);
+        snprintf(limit, sizeof limit, "%d", self->rows_per_page);
+        const char *const values[] = {after, last, limit};
+        PGresult *result;
+        Py_BEGIN_ALLOW_THREADS
+        result = pq.exec_params(self->conn, self->sql, 3, NULL, values, NULL, NULL, 1);
+        Py_END_ALLOW_THREADS
+        if (result == NULL || pq.result_status(result) != PGRES_TUPLES_OK || pq.nfields(result) < N_FIELDS) {
+            pg_error(self, result);
+            if (result != NULL) pq.clear(result);
+            failed = 1;
+            break;
+        }
+        ColumnKind kinds[N_FIELDS];
+        for (int f = 0; f < N_FIELDS; f++) kinds[f] = column_kind(result, f);
+        int rows = pq.ntuples(result);
+        for (int r = 0; r < rows; r++) {
+            Cell cells[N_FIELDS];
+            char instant[27];
+            for (int f = 0; f < N_FIELDS; f++) cells[f] = result_cell(result, r, f, kinds[f], instant);
+            done = walk_row(&w, cells);
+            if (done != 1) {
+                more = done == 0;
+                break;
+            }
+        }
+        pq.clear(result);
+        if (rows < self->rows_per_page) break;
+    }
+    PyObject *out = failed ? NULL
+                    : done < 0 ? walk_failed(done)
+                               : Py_BuildValue("LNO", w.expected, walk_prev(&w, prev), more ? Py_True : Py_False);
+    walk_close(&w);
+    return out;
+}
+
+static PyObject *pg_reader_close(PgReader *self, PyObject *Py_UNUSED(ignored)) {
+    self->conn = NULL;
+    Py_CLEAR(self->owner);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef pg_reader_methods[] = {
+    {"vouch", (PyCFunction)pg_reader_vouch, METH_VARARGS, pg_reader_vouch_doc},
+    {"close", (PyCFunction)pg_reader_close, METH_NOARGS, "Stop using the connection (it stays open)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PgReaderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "app.audit._rowhash.PgReader",
+    .tp_basicsize = sizeof(PgReader),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Audit rows read and vouched for through psycopg's libpq connection (see the module's comment).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)pg_reader_init,
+    .tp_dealloc = (destructor)pg_reader_dealloc,
+    .tp_methods = pg_reader_methods,
+};
+
 /* --- the module ---------------------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
     {"check_rows", check_rows, METH_VARARGS, check_rows_doc},
     {"row_text", py_row_text, METH_VARARGS, row_text_doc},
     {"bind_sqlite", bind_sqlite, METH_VARARGS, bind_sqlite_doc},
+    {"bind_libpq", bind_libpq, METH_VARARGS, bind_libpq_doc},
     {"valid_utf8", py_valid_utf8, METH_O, "Whether bytes are UTF-8 Python decodes (for tests)."},
     {NULL, NULL, 0, NULL},
 };
@@ -726,12 +1048,22 @@ PyMODINIT_FUNC PyInit__rowhash(void) {
         PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256");
         return NULL;
     }
-    if (PyType_Ready(&SqliteReaderType) < 0) return NULL;
+    INSTANT_LOW = (days_from_civil(1000, 1, 2) - PG_EPOCH_DAYS) * MICROS_PER_DAY;
+    INSTANT_HIGH = (days_from_civil(9999, 12, 30) - PG_EPOCH_DAYS) * MICROS_PER_DAY;
+    if (PyType_Ready(&SqliteReaderType) < 0 || PyType_Ready(&PgReaderType) < 0) return NULL;
+    if (PgReaderError == NULL) {
+        PgReaderError = PyErr_NewExceptionWithDoc(
+            "app.audit._rowhash.PgReaderError", "A PgReader query failed: args are (sqlstate or None, message).",
+            NULL, NULL);
+        if (PgReaderError == NULL) return NULL;
+    }
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     if (PyModule_AddIntConstant(m, "INSTANT_SQLITE", INSTANT_SQLITE)
         || PyModule_AddIntConstant(m, "INSTANT_FORMATTED", INSTANT_FORMATTED)
-        || PyModule_AddObjectRef(m, "SqliteReader", (PyObject *)&SqliteReaderType)) {
+        || PyModule_AddObjectRef(m, "SqliteReader", (PyObject *)&SqliteReaderType)
+        || PyModule_AddObjectRef(m, "PgReader", (PyObject *)&PgReaderType)
+        || PyModule_AddObjectRef(m, "PgReaderError", PgReaderError)) {
         Py_DECREF(m);
         return NULL;
     }
