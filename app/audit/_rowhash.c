@@ -919,10 +919,10 @@ static int pg_reader_init(PgReader *self, PyObject *args, PyObject *kwargs) {
 }
 
 /* The server's error as PgReaderError(sqlstate or None, message), for Python to raise as its driver would. */
-static void pg_error(PgReader *self, const PGresult *result) {
+static void pg_error(const PGconn *conn, const PGresult *result) {
     const char *state = result == NULL ? NULL : pq.error_field(result, PG_DIAG_SQLSTATE);
     const char *message = result == NULL ? NULL : pq.error_field(result, PG_DIAG_MESSAGE_PRIMARY);
-    if (message == NULL) message = result == NULL ? pq.conn_error_message(self->conn) : pq.error_message(result);
+    if (message == NULL) message = result == NULL ? pq.conn_error_message(conn) : pq.error_message(result);
     PyObject *error = Py_BuildValue("(zs)", state, message == NULL ? "" : message);
     if (error == NULL) {
         PyErr_Clear();
@@ -954,6 +954,8 @@ static PyObject *pg_reader_vouch(PgReader *self, PyObject *args) {
         walk_close(&w);
         return walk_failed(-1);
     }
+    PyObject *owner = Py_NewRef(self->owner); /* the connection stays open while the GIL is released */
+    PGconn *conn = self->conn;
     int done = 1, more = 0, failed = 0;
     while (done == 1 && !more && w.expected - 1 < to_seq) {
         char after[24], last[24], limit[24];
@@ -963,10 +965,13 @@ static PyObject *pg_reader_vouch(PgReader *self, PyObject *args) {
         const char *const values[] = {after, last, limit};
         PGresult *result;
         Py_BEGIN_ALLOW_THREADS
-        result = pq.exec_params(self->conn, self->sql, 3, NULL, values, NULL, NULL, 1);
+        result = pq.exec_params(conn, self->sql, 3, NULL, values, NULL, NULL, 1);
         Py_END_ALLOW_THREADS
         if (result == NULL || pq.result_status(result) != PGRES_TUPLES_OK || pq.nfields(result) < N_FIELDS) {
-            pg_error(self, result);
+            if (result != NULL && pq.result_status(result) == PGRES_TUPLES_OK)
+                PyErr_Format(PyExc_RuntimeError, "the page query returned %d columns", pq.nfields(result));
+            else
+                pg_error(conn, result);
             if (result != NULL) pq.clear(result);
             failed = 1;
             break;
@@ -991,6 +996,7 @@ static PyObject *pg_reader_vouch(PgReader *self, PyObject *args) {
                     : done < 0 ? walk_failed(done)
                                : Py_BuildValue("LNO", w.expected, walk_prev(&w, prev), more ? Py_True : Py_False);
     walk_close(&w);
+    Py_DECREF(owner);
     return out;
 }
 

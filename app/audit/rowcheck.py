@@ -5,7 +5,9 @@ PostgreSQL the JSON columns as their text and `occurred_at` already in the API's
 driver parsing a timestamp per row), and each canonical text is built straight from the tuple
 (`canonical.stored_json`). A row the fast path cannot vouch for (its hash does not match, or a column
 holds something unusual) is decided by `recheck`, the reference rule on the row as the ORM loads it, so
-the answer is always the reference's; only tampered or unusual rows pay for it.
+the answer is always the reference's; only tampered or unusual rows pay for it. Where the compiled module
+(app/audit/_rowhash.c) was built, it reads the rows itself (SQLite's library, or psycopg's libpq on the
+same connection) and vouches for the common ones; the walk here decides every row it does not.
 
 This module imports no SQLAlchemy, so that helper processes (`python -m app.audit.rowcheck`, started by
 app/audit/stream.py for a long range) start in a fraction of a second. A helper takes parts of the range

@@ -233,3 +233,21 @@ def test_the_reader_finds_libpq_under_psycopgs_ctypes_implementation(db_url: str
         head = conn.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
     assert head is not None
     assert run.stdout.strip() == f"python ({head[0] + 1}, '{head[1]}', False)", run.stderr
+
+
+def test_a_lost_connection_raises_psycopgs_operational_error(pg_templates: PostgresTemplates | None) -> None:
+    if pg_templates is None:
+        pytest.skip("needs PostgreSQL (SBT_TEST_DATABASE_URL)")
+    fresh = pg_templates.fresh()
+    url = fresh.replace("postgresql+psycopg://", "postgresql://")
+    try:
+        with psycopg.connect(url) as conn, psycopg.connect(url, autocommit=True) as other:
+            reader = rowcheck._postgres_reader(conn)
+            assert reader is not None
+            other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+            details: dict[Any, str] = {}
+            with pytest.raises(psycopg.OperationalError):
+                rowcheck._vouch(reader, 10, 1, None, details, rowcheck.detail_maker(details))
+            reader.close()
+    finally:
+        pg_templates.drop(fresh)
