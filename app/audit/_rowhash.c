@@ -275,10 +275,24 @@ static int put_id_list(Buffer *b, const Cell *cell) {
     return PUT_LITERAL(b, "]") ? -1 : 1;
 }
 
-/* The detail's JSON for stored text or NULL: from the cache dict (keyed by the stored str or None), else
- * from `make(stored)`, which fills the cache. 0 for another kind, or when the maker raises. */
-static int put_detail(Buffer *b, const Cell *cell, PyObject *cache, PyObject *make) {
+/* The last short detail a reader met and its JSON: most rows repeat the one before (`{}`), and then no
+ * Python object need be made to look it up. The same stored text always has the same JSON. */
+typedef struct {
+    CellKind kind; /* CELL_OTHER: none yet */
+    size_t text_len, json_len;
+    char text[240], json[480];
+} DetailMemo;
+
+/* The detail's JSON for stored text or NULL: from the memo (rows read by a reader), else the cache dict
+ * (keyed by the stored str or None), else from `make(stored)`, which fills the cache. 0 for another kind,
+ * or when the maker raises. */
+static int put_detail(Buffer *b, const Cell *cell, PyObject *cache, PyObject *make, DetailMemo *memo) {
     if (cell->kind != CELL_TEXT && cell->kind != CELL_NULL) return 0;
+    int memoable = memo != NULL && cell->object == NULL && (size_t)cell->len <= sizeof memo->text;
+    if (memoable && memo->kind == cell->kind
+        && (cell->kind == CELL_NULL
+            || (memo->text_len == (size_t)cell->len && memcmp(memo->text, cell->text, memo->text_len) == 0)))
+        return put(b, memo->json, memo->json_len) ? -1 : 1;
     PyObject *key = cell->object;
     PyObject *made_key = NULL;
     if (key == NULL) {
@@ -297,6 +311,13 @@ static int put_detail(Buffer *b, const Cell *cell, PyObject *cache, PyObject *ma
         Py_ssize_t n;
         const char *s = PyUnicode_AsUTF8AndSize(json, &n);
         if (s != NULL) result = put(b, s, (size_t)n) ? -1 : 1;
+        if (result == 1 && memoable && (size_t)n <= sizeof memo->json) {
+            memo->kind = cell->kind;
+            memo->text_len = cell->kind == CELL_TEXT ? (size_t)cell->len : 0;
+            if (memo->text_len != 0) memcpy(memo->text, cell->text, memo->text_len);
+            memo->json_len = (size_t)n;
+            memcpy(memo->json, s, memo->json_len);
+        }
     }
     PyErr_Clear();
     Py_XDECREF(made);
@@ -335,7 +356,8 @@ static const struct {
 };
 
 /* The canonical text of a row's cells into b (emptied first). */
-static int row_text(Buffer *b, const Cell *cells, int mode, PyObject *details, PyObject *make_detail) {
+static int row_text(Buffer *b, const Cell *cells, int mode, PyObject *details, PyObject *make_detail,
+                    DetailMemo *memo) {
     b->len = 0;
     for (size_t k = 0; k < sizeof LAYOUT / sizeof LAYOUT[0]; k++) {
         if (put(b, LAYOUT[k].key, LAYOUT[k].len)) return -1;
@@ -344,7 +366,7 @@ static int row_text(Buffer *b, const Cell *cells, int mode, PyObject *details, P
         switch (LAYOUT[k].field) {
         case F_OCCURRED_AT: done = put_instant(b, cell, mode); break;
         case F_RESOURCE_IDS: done = put_id_list(b, cell); break;
-        case F_DETAIL: done = put_detail(b, cell, details, make_detail); break;
+        case F_DETAIL: done = put_detail(b, cell, details, make_detail, memo); break;
         default: done = put_value(b, cell); break;
         }
         if (done != 1) return done;
@@ -364,6 +386,7 @@ typedef struct {
     int have_prev;
     int mode;
     PyObject *details, *make_detail;
+    DetailMemo memo;
 } Walk;
 
 static int walk_open(Walk *w, long long expected, PyObject *prev, int mode, PyObject *details,
@@ -377,6 +400,7 @@ static int walk_open(Walk *w, long long expected, PyObject *prev, int mode, PyOb
     w->details = details;
     w->make_detail = make_detail;
     w->have_prev = 0;
+    w->memo.kind = CELL_OTHER;
     if (w->hash == NULL || w->text.data == NULL) return -1;
     if (prev != Py_None) {
         Py_ssize_t n;
@@ -407,7 +431,7 @@ static int walk_row(Walk *w, const Cell *cells) {
         && (w->have_prev < 0 || row_prev->kind != CELL_TEXT || row_prev->len != 64
             || memcmp(row_prev->text, w->prev, 64) != 0))
         return 0;
-    int built = row_text(&w->text, cells, w->mode, w->details, w->make_detail);
+    int built = row_text(&w->text, cells, w->mode, w->details, w->make_detail, &w->memo);
     if (built != 1) return built;
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int size = 0;
@@ -499,7 +523,7 @@ static PyObject *py_row_text(PyObject *Py_UNUSED(module), PyObject *args) {
     for (int f = 0; f < N_FIELDS; f++) cells[f] = cell_of_object(PyTuple_GET_ITEM(row, f));
     Buffer b = {PyMem_Malloc(2048), 0, 2048};
     if (b.data == NULL) return PyErr_NoMemory();
-    int built = row_text(&b, cells, mode, details, make_detail);
+    int built = row_text(&b, cells, mode, details, make_detail, NULL);
     PyObject *result = built < 0 ? PyErr_NoMemory()
                        : built == 0 ? Py_NewRef(Py_None)
                                     : PyBytes_FromStringAndSize(b.data, (Py_ssize_t)b.len);
@@ -708,14 +732,20 @@ static PyTypeObject SqliteReaderType = {
 typedef struct pg_conn PGconn;
 typedef struct pg_result PGresult;
 typedef unsigned int Oid;
-enum { PGRES_TUPLES_OK = 2, PG_DIAG_SQLSTATE = 'C', PG_DIAG_MESSAGE_PRIMARY = 'M' };
+enum { PGRES_TUPLES_OK = 2, PGRES_TUPLES_CHUNK = 12, PG_DIAG_SQLSTATE = 'C', PG_DIAG_MESSAGE_PRIMARY = 'M' };
+/* Rows per result in chunked mode (libpq 17 on): ~70 KB, so that the memory of each result is reused by the
+ * next one. A page as one result (3.5 MB) was handed back to the kernel and faulted in again every page,
+ * which cost a tenth of the reader's time. */
+enum { PG_CHUNK_ROWS = 100 };
 enum { OID_INT8 = 20, OID_INT2 = 21, OID_INT4 = 23, OID_TEXT = 25, OID_JSON = 114, OID_VARCHAR = 1043,
        OID_TIMESTAMPTZ = 1184 };
 
 static struct {
     int ready;
-    PGresult *(*exec_params)(PGconn *, const char *, int, const Oid *, const char *const *, const int *,
+    int (*send_query_params)(PGconn *, const char *, int, const Oid *, const char *const *, const int *,
                              const int *, int);
+    int (*set_chunked_rows_mode)(PGconn *, int); /* NULL before libpq 17: results come whole */
+    PGresult *(*get_result)(PGconn *);
     int (*result_status)(const PGresult *);
     int (*ntuples)(const PGresult *);
     int (*nfields)(const PGresult *);
@@ -743,7 +773,8 @@ static PyObject *bind_libpq(PyObject *Py_UNUSED(module), PyObject *args) {
     if (handle == NULL) Py_RETURN_FALSE;
 #define FIND(field, name) pq.field = (typeof(pq.field))dlsym(handle, name); ok = ok && pq.field != NULL
     int ok = 1;
-    FIND(exec_params, "PQexecParams");
+    FIND(send_query_params, "PQsendQueryParams");
+    FIND(get_result, "PQgetResult");
     FIND(result_status, "PQresultStatus");
     FIND(ntuples, "PQntuples");
     FIND(nfields, "PQnfields");
@@ -757,6 +788,7 @@ static PyObject *bind_libpq(PyObject *Py_UNUSED(module), PyObject *args) {
     FIND(conn_error_message, "PQerrorMessage");
     FIND(clear, "PQclear");
 #undef FIND
+    pq.set_chunked_rows_mode = (typeof(pq.set_chunked_rows_mode))dlsym(handle, "PQsetChunkedRowsMode");
     dlclose(handle);
     pq.ready = ok;
     return PyBool_FromLong(ok);
@@ -963,34 +995,53 @@ static PyObject *pg_reader_vouch(PgReader *self, PyObject *args) {
         snprintf(last, sizeof last, "%lld", to_seq);
         snprintf(limit, sizeof limit, "%d", self->rows_per_page);
         const char *const values[] = {after, last, limit};
-        PGresult *result;
+        int sent;
         Py_BEGIN_ALLOW_THREADS
-        result = pq.exec_params(conn, self->sql, 3, NULL, values, NULL, NULL, 1);
+        sent = pq.send_query_params(conn, self->sql, 3, NULL, values, NULL, NULL, 1);
         Py_END_ALLOW_THREADS
-        if (result == NULL || pq.result_status(result) != PGRES_TUPLES_OK || pq.nfields(result) < N_FIELDS) {
-            if (result != NULL && pq.result_status(result) == PGRES_TUPLES_OK)
-                PyErr_Format(PyExc_RuntimeError, "the page query returned %d columns", pq.nfields(result));
-            else
-                pg_error(conn, result);
-            if (result != NULL) pq.clear(result);
+        if (!sent) {
+            pg_error(conn, NULL);
             failed = 1;
             break;
         }
-        ColumnKind kinds[N_FIELDS];
-        for (int f = 0; f < N_FIELDS; f++) kinds[f] = column_kind(result, f);
-        int rows = pq.ntuples(result);
-        for (int r = 0; r < rows; r++) {
-            Cell cells[N_FIELDS];
-            char instant[27];
-            for (int f = 0; f < N_FIELDS; f++) cells[f] = result_cell(result, r, f, kinds[f], instant);
-            done = walk_row(&w, cells);
-            if (done != 1) {
-                more = done == 0;
-                break;
+        if (pq.set_chunked_rows_mode != NULL) pq.set_chunked_rows_mode(conn, PG_CHUNK_ROWS);
+        /* Every result of the query is taken, even after a stop or an error, so that the connection is left
+         * idle for psycopg. */
+        int rows = 0;
+        for (;;) {
+            PGresult *result;
+            Py_BEGIN_ALLOW_THREADS
+            result = pq.get_result(conn);
+            Py_END_ALLOW_THREADS
+            if (result == NULL) break;
+            int status = pq.result_status(result);
+            if (status != PGRES_TUPLES_OK && status != PGRES_TUPLES_CHUNK) {
+                if (!failed) pg_error(conn, result);
+                failed = 1;
+            } else if (!failed && done == 1 && !more) {
+                if (pq.nfields(result) < N_FIELDS) {
+                    PyErr_Format(PyExc_RuntimeError, "the page query returned %d columns", pq.nfields(result));
+                    failed = 1;
+                } else {
+                    ColumnKind kinds[N_FIELDS];
+                    for (int f = 0; f < N_FIELDS; f++) kinds[f] = column_kind(result, f);
+                    int n = pq.ntuples(result);
+                    for (int r = 0; r < n; r++) {
+                        Cell cells[N_FIELDS];
+                        char instant[27];
+                        for (int f = 0; f < N_FIELDS; f++) cells[f] = result_cell(result, r, f, kinds[f], instant);
+                        done = walk_row(&w, cells);
+                        if (done != 1) {
+                            more = done == 0;
+                            break;
+                        }
+                        rows++;
+                    }
+                }
             }
+            pq.clear(result);
         }
-        pq.clear(result);
-        if (rows < self->rows_per_page) break;
+        if (failed || rows < self->rows_per_page) break;
     }
     PyObject *out = failed ? NULL
                     : done < 0 ? walk_failed(done)

@@ -297,3 +297,26 @@ def test_the_sqlite_reader_reads_the_service_database(settings: Any) -> None:
     assert (expected - 1, more) == ((head[0] or 0), False)
     if head[0]:
         assert prev == head[1]
+
+
+# Details one after another as a log holds them: repeats, and different ones of the same length and kind.
+DETAIL_RUN = [None, "{}", "{}", "[]", None, '{"version": 7}', '{"version": 4}', '{"version": 4}', "{}", None,
+              '{"a": "\\u00e9"}', '{"a": "é"}', '"' + "x" * 300 + '"', '"' + "y" * 300 + '"']
+
+
+def test_the_sqlite_reader_vouches_for_rows_with_changing_details(scratch: Path) -> None:
+    """Every good row is vouched for, whatever detail the row before it had (the reader remembers the last
+    one's JSON: a stale memory would stop it here)."""
+    rows = chained([(1, *SERVICE_ROW[1:18], detail, *SERVICE_ROW[19:]) for detail in DETAIL_RUN],
+                   ["good"] * len(DETAIL_RUN), SQLITE)
+    stored(scratch, rows, raw_text={})
+    conn = sqlite3.connect(scratch)
+    try:
+        reader = rowcheck._sqlite_reader(conn)
+        assert reader is not None
+        details: dict[Any, str] = {}
+        assert reader.vouch(10**6, 1, rowcheck.GENESIS_HASH, details, rowcheck.detail_maker(details)) \
+            == (len(rows) + 1, rows[-1][20], False)
+        reader.close()
+    finally:
+        conn.close()

@@ -160,9 +160,15 @@ def vouched_to_the_end(conn: psycopg.Connection[Any], rows_per_page: int) -> tup
 SERVICE_IDS = st.lists(st.text("abcdef0123456789-", max_size=8), max_size=3).map(json.dumps)
 
 
+# Details one after another as a log holds them: repeats, and different ones of the same length.
+DETAIL_RUN = ["{}", "{}", "[]", '{"version": 7}', '{"version": 4}', '{"version": 4}', "{}", '{"a": "é"}',
+              '{"a": "\\u00e9"}', "7" * 300, "8" * 300]
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(EDGES) | INSTANTS, TEXT, SERVICE_IDS, DETAILS, INT4), min_size=1,
                 max_size=8), st.integers(1, 3))
+@example([(Y2K, "t", "[]", detail, 200) for detail in DETAIL_RUN], 2)
 def test_the_reader_vouches_for_every_row_the_rule_hashes(
     scratch: psycopg.Connection[Any], drawn: list[tuple[datetime, str, str, str | None, int | None]],
     rows_per_page: int,
@@ -246,6 +252,9 @@ def test_a_lost_connection_raises_psycopgs_operational_error(pg_templates: Postg
             assert reader is not None
             other.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
             details: dict[Any, str] = {}
+            with pytest.raises(psycopg.OperationalError):
+                rowcheck._vouch(reader, 10, 1, None, details, rowcheck.detail_maker(details))
+            # Now known to be gone: the query cannot even be sent.
             with pytest.raises(psycopg.OperationalError):
                 rowcheck._vouch(reader, 10, 1, None, details, rowcheck.detail_maker(details))
             reader.close()
