@@ -17,6 +17,9 @@ from sqlalchemy.orm import Session
 from app.pagination import encode_cursor
 from app.violations.queries import Sort, ViolationFilters, list_records
 
+# Plans follow the tables' statistics, which a reset database keeps from earlier tests.
+pytestmark = pytest.mark.fresh_database
+
 FILTERS = {
     "none": ViolationFilters(),
     "status": ViolationFilters(statuses=("reported",)),
