@@ -77,6 +77,7 @@ class PostgresTemplates:
         if self._reused is None:
             self._reused = self.fresh()
         name = make_url(self._reused).database
+        assert name is not None
         with self.admin.connect() as admin:
             admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
