@@ -260,3 +260,15 @@ def test_a_lost_connection_raises_psycopgs_operational_error(pg_templates: Postg
             reader.close()
     finally:
         pg_templates.drop(fresh)
+
+
+def test_the_reader_is_not_used_on_a_session_it_cannot_read(scratch: psycopg.Connection[Any]) -> None:
+    """Text in another client encoding, or a connection in pipeline mode: the driver reads the rows."""
+    scratch.execute("SET client_encoding TO 'LATIN1'")
+    try:
+        assert rowcheck._postgres_reader(scratch) is None
+    finally:
+        scratch.execute("SET client_encoding TO 'UTF8'")
+    with scratch.pipeline():
+        assert rowcheck._postgres_reader(scratch) is None
+    assert rowcheck._postgres_reader(scratch) is not None
