@@ -463,6 +463,12 @@ static PyObject *walk_prev(const Walk *w, PyObject *prev) {
     return Py_NewRef(prev);
 }
 
+/* What a reader's vouch() returns, (expected, prev, more), or NULL with the walk's error set. */
+static PyObject *reader_result(const Walk *w, PyObject *prev, int done, int more) {
+    if (done < 0) return walk_failed(done);
+    return Py_BuildValue("LNO", w->expected, walk_prev(w, prev), more ? Py_True : Py_False);
+}
+
 static int check_mode(int mode) {
     if (mode == INSTANT_SQLITE || mode == INSTANT_FORMATTED) return 1;
     PyErr_SetString(PyExc_ValueError, "unknown instant mode");
@@ -695,8 +701,7 @@ static PyObject *reader_vouch(SqliteReader *self, PyObject *args) {
         lib.reset(stmt); /* ends the read: no snapshot is held between pages */
         if (rows < self->rows_per_page && status == SQLITE_DONE) break;
     }
-    PyObject *result = done < 0 ? walk_failed(done)
-                                : Py_BuildValue("LNO", w.expected, walk_prev(&w, prev), more ? Py_True : Py_False);
+    PyObject *result = reader_result(&w, prev, done, more);
     walk_close(&w);
     return result;
 }
@@ -1044,8 +1049,7 @@ static PyObject *pg_reader_vouch(PgReader *self, PyObject *args) {
         if (failed || rows < self->rows_per_page) break;
     }
     PyObject *out = failed ? NULL
-                    : done < 0 ? walk_failed(done)
-                               : Py_BuildValue("LNO", w.expected, walk_prev(&w, prev), more ? Py_True : Py_False);
+                    : reader_result(&w, prev, done, more);
     walk_close(&w);
     Py_DECREF(owner);
     return out;

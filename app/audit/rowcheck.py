@@ -60,12 +60,17 @@ _POSTGRES_COLUMNS = {
 _STORED_COLUMNS = ", ".join(f'"{field}"' for field in ROW_FIELDS)
 
 
+def _page_sql(columns: str, after: str, to_seq: str, limit: str) -> str:
+    """The page query with the driver's placeholders for its three parameters."""
+    return f"SELECT {columns} FROM audit_events WHERE seq > {after} AND seq <= {to_seq} ORDER BY seq LIMIT {limit}"  # noqa: S608, E501
+
+
 def rows_sql(backend: str) -> str:
     """A page of rows after a seq, up to a seq: parameters (after, to_seq, limit)."""
     if backend == "sqlite":
-        return f"SELECT {_STORED_COLUMNS} FROM audit_events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"  # noqa: S608
+        return _page_sql(_STORED_COLUMNS, "?", "?", "?")
     columns = ", ".join(_POSTGRES_COLUMNS.get(field, f'"{field}"') for field in ROW_FIELDS)
-    return f"SELECT {columns} FROM audit_events WHERE seq > %s AND seq <= %s ORDER BY seq LIMIT %s"  # noqa: S608
+    return _page_sql(columns, "%s", "%s", "%s")
 
 
 def _hash_sql(backend: str) -> str:
@@ -356,7 +361,7 @@ def _sqlite_found() -> bool:
 # The compiled PostgreSQL reader's page query, all columns as stored, results in binary: `occurred_at` is
 # then a count of microseconds (the reader prints the instants rows_sql's query prints and vouches for no
 # other), a json column its text as stored. Without the casts the server does a third less work.
-_NATIVE_POSTGRES_SQL = f"SELECT {_STORED_COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3"  # noqa: S608, E501
+_NATIVE_POSTGRES_SQL = _page_sql(_STORED_COLUMNS, "$1", "$2", "$3")
 
 
 def _postgres_reader(conn: Any, rows_per_page: int = NATIVE_PAGE) -> Any:
